@@ -1,0 +1,1 @@
+"""Xception (Chollet, CVPR 2017) in JAX/Flax."""
