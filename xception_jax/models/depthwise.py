@@ -1,0 +1,128 @@
+"""Depthwise spatial convolution: two implementations that compute the same thing.
+
+A depthwise convolution ("a spatial convolution performed independently over each
+channel of an input", paper section 1.2) with a kernel of shape (kh, kw, 1, C) in
+Flax's HWIO layout.
+
+- `depthwise_conv_feature_group`: `lax.conv_general_dilated` with
+  `feature_group_count=C`. The reference, and the default on GPU/TPU, where XLA has
+  a good kernel for it.
+- `depthwise_conv_shift`: a shift-and-multiply formulation (pad, then the sum of
+  kh*kw shifted slices times the kernel's taps) wrapped in a `jax.custom_vjp`
+  whose input gradient is the same operation with the kernel flipped in both
+  spatial axes. On XLA:CPU `feature_group_count` is 30-80x slower than other
+  frameworks' depthwise kernels; this form is several times faster there
+  (measured in shared/DESIGN.md and docs/PERFORMANCE.md).
+
+Both take NHWC inputs, stride 1, 'SAME' padding with odd kernel sizes, and are tested
+against each other (and against a per-channel loop) in tests/test_depthwise.py.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def depthwise_conv_feature_group(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Depthwise 'SAME' convolution through `feature_group_count` (the reference).
+
+  Args:
+    x: [N, H, W, C] inputs.
+    kernel: [kh, kw, 1, C] depthwise kernel (Flax HWIO layout, one filter per channel).
+  Returns:
+    [N, H, W, C] outputs.
+  """
+  _check_kernel(x, kernel)
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=(1, 1), padding="SAME",
+      dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=x.shape[-1])
+
+
+def _check_kernel(x: jax.Array, kernel: jax.Array) -> None:
+  kh, kw, one, channels = kernel.shape
+  if one != 1 or channels != x.shape[-1]:
+    raise ValueError(
+        f"depthwise kernel must have shape (kh, kw, 1, C) with C = {x.shape[-1]} input "
+        f"channels; got {kernel.shape}.")
+  if kh % 2 == 0 or kw % 2 == 0:
+    raise ValueError(f"depthwise kernel sizes must be odd for 'SAME' padding; got {(kh, kw)}.")
+
+
+def _shift_and_multiply(x: jax.Array, taps: jax.Array) -> jax.Array:
+  """sum_{i,j} pad(x)[:, i:i+H, j:j+W, :] * taps[i, j]: a 'SAME' depthwise correlation."""
+  kh, kw, _ = taps.shape
+  height, width = x.shape[1], x.shape[2]
+  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  out = None
+  for i in range(kh):
+    for j in range(kw):
+      term = padded[:, i:i + height, j:j + width, :] * taps[i, j]
+      out = term if out is None else out + term
+  return out
+
+
+@jax.custom_vjp
+def _depthwise_shift(x: jax.Array, taps: jax.Array) -> jax.Array:
+  return _shift_and_multiply(x, taps)
+
+
+def _depthwise_shift_fwd(x, taps):
+  return _shift_and_multiply(x, taps), (x, taps)
+
+
+def _depthwise_shift_bwd(residuals, g):
+  x, taps = residuals
+  kh, kw, _ = taps.shape
+  # Input gradient: the transposed correlation, i.e. the same op with flipped taps.
+  dx = _shift_and_multiply(g, taps[::-1, ::-1, :])
+  # Kernel gradient: one multiply-and-reduce over N, H, W per tap, accumulated in f32.
+  height, width = x.shape[1], x.shape[2]
+  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  rows = []
+  for i in range(kh):
+    row = []
+    for j in range(kw):
+      window = padded[:, i:i + height, j:j + width, :]
+      row.append(jnp.sum(window * g, axis=(0, 1, 2), dtype=jnp.float32))
+    rows.append(jnp.stack(row))
+  dtaps = jnp.stack(rows).astype(taps.dtype)
+  return dx, dtaps
+
+
+_depthwise_shift.defvjp(_depthwise_shift_fwd, _depthwise_shift_bwd)
+
+
+def depthwise_conv_shift(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Depthwise 'SAME' convolution as shift-and-multiply with a custom VJP (fast on CPU).
+
+  Same contract as `depthwise_conv_feature_group`.
+  """
+  _check_kernel(x, kernel)
+  return _depthwise_shift(x, kernel[:, :, 0, :])
+
+
+DEPTHWISE_IMPLEMENTATIONS = {
+    "feature_group": depthwise_conv_feature_group,
+    "shift": depthwise_conv_shift,
+}
+
+
+@functools.cache
+def _cpu_default() -> str:
+  return "shift" if jax.default_backend() == "cpu" else "feature_group"
+
+
+def resolve_depthwise_impl(name: str) -> str:
+  """Maps 'auto' to the fast choice for the default backend; validates the name."""
+  if name == "auto":
+    return _cpu_default()
+  if name not in DEPTHWISE_IMPLEMENTATIONS:
+    raise ValueError(
+        f"depthwise_impl must be one of {sorted(DEPTHWISE_IMPLEMENTATIONS) + ['auto']}; "
+        f"got {name!r}.")
+  return name

@@ -1,0 +1,231 @@
+"""Xception (Chollet, "Xception: Deep Learning with Depthwise Separable Convolutions",
+CVPR 2017), exactly the network of the paper's Figure 5, in Flax linen.
+
+    entry flow   conv 3x3/2 32 'valid', conv 3x3 64 'valid', then three modules of
+                 two separable convs (128, 256, 728), max-pool 3x3/2 'same' and a
+                 1x1/2 convolution shortcut
+    middle flow  8 modules of three separable convs of 728 with identity shortcuts
+    exit flow    a module 728 -> 1024 with max-pool and shortcut, then separable 1536
+                 and 2048 each followed by ReLU, global average pooling, optional
+                 fully-connected layers, dropout, logistic regression
+
+Every convolution and separable convolution is followed by batch normalization and
+none has a bias. `keras.applications.Xception` is the public reference for every
+detail (BN epsilon 1e-3, momentum 0.99; ReLU placement; glorot-uniform kernels);
+with `num_classes=1000` the model has 22,855,952 trainable parameters.
+
+Usage (the style of Flax's examples and big_vision):
+
+    model = Xception(num_classes=1000)
+    variables = model.init(rng, images, train=False)   # {'params', 'batch_stats'}
+    logits = model.apply(variables, images, train=False)
+    logits, updates = model.apply(variables, images, train=True,
+                                  mutable=['batch_stats'], rngs={'dropout': rng})
+
+Images are NHWC floats scaled to [-1, 1]; logits are float32 whatever the compute dtype.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xception_jax.models import layers
+
+ModuleDef = Callable[..., nn.Module]
+Dtype = Any
+
+MIN_IMAGE_SIZE = 71  # Smallest input for which every stride-2 stage has >= 1 pixel left.
+
+ENTRY_FEATURES = (128, 256, 728)
+MIDDLE_FEATURES = 728
+EXIT_FEATURES = (728, 1024)
+EXIT_SEPARABLE_FEATURES = (1536, 2048)
+
+
+class XceptionModule(nn.Module):
+  """One module of Figure 5: ReLU -> separable conv -> BN, repeated, then an optional
+  max-pool, plus a residual connection (a strided 1x1 conv + BN where the shape changes).
+
+  The first ReLU is skipped in the first entry-flow module, whose input is already
+  activated. The shortcut taps the module's input before that ReLU, as in Keras.
+  """
+  features: Sequence[int]
+  strides: int
+  start_with_relu: bool
+  residual: bool
+  separable_conv: ModuleDef
+  pointwise_conv: ModuleDef
+  norm: ModuleDef
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = x
+    for i, features in enumerate(self.features):
+      if i > 0 or self.start_with_relu:
+        y = nn.relu(y)
+      y = self.separable_conv(features, name=f"sepconv{i + 1}")(y)
+      y = self.norm(name=f"sepconv{i + 1}_bn")(y)
+    if self.strides > 1:
+      y = nn.max_pool(y, (3, 3), strides=(self.strides, self.strides), padding="SAME")
+    if not self.residual:
+      return y
+    shortcut = x
+    if self.strides > 1 or x.shape[-1] != y.shape[-1]:
+      shortcut = self.pointwise_conv(y.shape[-1], self.strides, name="shortcut")(x)
+      shortcut = self.norm(name="shortcut_bn")(shortcut)
+    return y + shortcut
+
+
+class EntryFlow(nn.Module):
+  """Two regular 3x3 convolutions and three downsampling modules (128, 256, 728)."""
+  widths: Sequence[int]          # (32, 64, 128, 256, 728) after the width multiplier
+  residual: bool
+  conv: ModuleDef
+  module: ModuleDef
+  norm: ModuleDef
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    conv1, conv2, *module_widths = self.widths
+    x = nn.relu(self.norm(name="conv1_bn")(self.conv(conv1, strides=(2, 2), name="conv1")(x)))
+    x = nn.relu(self.norm(name="conv2_bn")(self.conv(conv2, name="conv2")(x)))
+    for i, width in enumerate(module_widths):
+      x = self.module((width, width), strides=2, start_with_relu=i > 0,
+                      name=f"module{i + 1}")(x)
+    return x
+
+
+class MiddleFlow(nn.Module):
+  """`num_modules` modules of three separable convolutions with identity shortcuts."""
+  width: int
+  num_modules: int
+  module: ModuleDef
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i in range(self.num_modules):
+      x = self.module((self.width,) * 3, strides=1, start_with_relu=True,
+                      name=f"module{i + 1}")(x)
+    return x
+
+
+class ExitFlow(nn.Module):
+  """A downsampling module (728 -> 1024), then separable 1536 and 2048 with ReLU."""
+  widths: Sequence[int]          # (728, 1024, 1536, 2048) after the width multiplier
+  module: ModuleDef
+  separable_conv: ModuleDef
+  norm: ModuleDef
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    first, second, *separable_widths = self.widths
+    x = self.module((first, second), strides=2, start_with_relu=True, name="module1")(x)
+    for i, width in enumerate(separable_widths):
+      x = self.separable_conv(width, name=f"sepconv{i + 1}")(x)
+      x = nn.relu(self.norm(name=f"sepconv{i + 1}_bn")(x))
+    return x
+
+
+def scaled_width(channels: int, width_multiplier: float) -> int:
+  """Channels after the width multiplier: exact at 1.0, else rounded to a multiple of 8
+  (at least 8), so that the spectrum's segment counts 2, 4, 8 stay valid."""
+  if width_multiplier == 1.0:
+    return channels
+  return max(8, int(channels * width_multiplier + 4) // 8 * 8)
+
+
+class Xception(nn.Module):
+  """The Xception network with the switches of the paper's experiments.
+
+  Attributes:
+    num_classes: size of the logistic regression layer.
+    include_top: False returns the pooled (and FC) features instead of logits.
+    residual: residual connections on (paper default) or off (Figure 9's ablation).
+    intermediate_activation: None (default), 'relu' or 'elu' between the depthwise
+      and pointwise operations (Figure 10).
+    segments: channel segments of every separable conv's spatial convolution: None is
+      one segment per channel (depthwise, Xception), 1 a regular convolution, any
+      divisor in between the paper's "discrete spectrum" (sections 2 and 6).
+    order: 'depthwise_pointwise' (Xception) or 'pointwise_depthwise' (Figure 4).
+    depthwise_impl: 'feature_group' (reference, accelerators), 'shift' (fast on CPU),
+      or 'auto'; all compute the same function.
+    fc_layers: widths of optional fully-connected ReLU layers before the logits (the
+      JFT "with FC" runs use (4096, 4096)).
+    dropout_rate: dropout before the logits (0.5 on ImageNet, 0 on JFT).
+    width_multiplier: scales every width (tests and the CPU demo use tiny models).
+    num_middle_blocks: modules in the middle flow (8 in the paper).
+    head_bias_init: initial bias of the logits (e.g. -log(num_classes) for sigmoid).
+    dtype: compute dtype (float32, or bfloat16 on accelerators); params stay float32.
+  """
+  num_classes: int = 1000
+  include_top: bool = True
+  residual: bool = True
+  intermediate_activation: Optional[str] = None
+  segments: Optional[int] = None
+  order: str = "depthwise_pointwise"
+  depthwise_impl: str = "feature_group"
+  fc_layers: Sequence[int] = ()
+  dropout_rate: float = 0.0
+  width_multiplier: float = 1.0
+  num_middle_blocks: int = 8
+  bn_momentum: float = 0.99
+  bn_epsilon: float = 1e-3
+  head_bias_init: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def _check_input(self, x: jax.Array) -> None:
+    if x.ndim != 4:
+      raise ValueError(f"Xception expects NHWC images [N, H, W, C]; got shape {x.shape}.")
+    if min(x.shape[1], x.shape[2]) < MIN_IMAGE_SIZE:
+      raise ValueError(
+          f"Xception needs images of at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}; got "
+          f"{x.shape[1]}x{x.shape[2]}. Raise image_size.")
+    layers.activation_fn(self.intermediate_activation)
+    if self.order not in layers.ORDERS:
+      raise ValueError(f"order must be one of {layers.ORDERS}; got {self.order!r}.")
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f"dropout_rate must be in [0, 1); got {self.dropout_rate}.")
+    if self.width_multiplier <= 0:
+      raise ValueError(f"width_multiplier must be positive; got {self.width_multiplier}.")
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    self._check_input(x)
+    width = functools.partial(scaled_width, width_multiplier=self.width_multiplier)
+    dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=self.bn_momentum, epsilon=self.bn_epsilon, **dtypes)
+    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="VALID", use_bias=False,
+                             kernel_init=layers.default_kernel_init, **dtypes)
+    separable_conv = functools.partial(
+        layers.SeparableConv, segments=self.segments, order=self.order,
+        intermediate_activation=self.intermediate_activation,
+        depthwise_impl=self.depthwise_impl, **dtypes)
+    pointwise_conv = functools.partial(layers.PointwiseConv, **dtypes)
+    module = functools.partial(XceptionModule, residual=self.residual,
+                               separable_conv=separable_conv,
+                               pointwise_conv=pointwise_conv, norm=norm)
+
+    x = jnp.asarray(x, self.dtype)
+    x = EntryFlow(tuple(width(c) for c in (32, 64) + ENTRY_FEATURES), self.residual,
+                  conv, module, norm, name="entry_flow")(x)
+    x = MiddleFlow(width(MIDDLE_FEATURES), self.num_middle_blocks, module,
+                   name="middle_flow")(x)
+    x = ExitFlow(tuple(width(c) for c in EXIT_FEATURES + EXIT_SEPARABLE_FEATURES),
+                 module, separable_conv, norm, name="exit_flow")(x)
+    x = jnp.mean(x, axis=(1, 2))  # global average pooling
+    for i, features in enumerate(self.fc_layers):
+      x = nn.relu(nn.Dense(features, kernel_init=layers.default_kernel_init,
+                           name=f"fc{i + 1}", **dtypes)(x))
+    if not self.include_top:
+      return x.astype(jnp.float32)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = nn.Dense(self.num_classes, kernel_init=layers.default_kernel_init,
+                 bias_init=nn.initializers.constant(self.head_bias_init), name="head",
+                 **dtypes)(x)
+    return x.astype(jnp.float32)
