@@ -1,0 +1,356 @@
+"""Train and eval streams for one process: `create_datasets(config, ...)`.
+
+Train stream. The process's share of the train split (`sources.py`) is read in a
+fixed order; epoch e is that share shuffled with a buffer seeded by
+(config.seed, process, e); epochs are concatenated into one stream and cut into
+batches of B_local = batch_size // process_count, so step s holds stream
+positions [s * B_local, (s + 1) * B_local). Resuming at step s starts the
+stream at epoch (s * B_local) // n_local and skips the remaining positions of
+that epoch on the encoded records, before any decoding. Each example is
+augmented with stateless random ops seeded by (config.seed, its position in
+the *global* stream), so the batches are a function of the config alone.
+
+Eval stream. The process's share of the eval split, in stored order; each row
+carries `index`, its position in the split. Every process yields
+ceil(ceil(N / P) / B_local) batches; rows past the end of a share are padding
+(mask 0, index -1, zero image and label).
+
+Bad data. An image that fails to decode (or a record that fails to parse) is
+dropped and counted: `bundle.skipped_images()`; the counts are logged. The
+train stream then shifts by one example from that point, so resuming after a
+skipped image is exact up to that shift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Callable, Iterator
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import defaults
+from input_pipeline import embedded_shapes
+from input_pipeline import preprocessing
+from input_pipeline import sources
+
+
+def configure_tensorflow() -> None:
+  """Keeps TensorFlow off accelerators (JAX owns them) and its threads modest."""
+  try:
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")
+  except (RuntimeError, ValueError):
+    pass  # Already initialised, or no such device type.
+  try:
+    # Ops outside tf.data (eager glue) need little; tf.data has its own pool.
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+  except RuntimeError:
+    pass  # TensorFlow's runtime is already initialised.
+
+
+@dataclasses.dataclass
+class DataBundle:
+  """What the trainer gets from `create_datasets`."""
+
+  train: Iterator[dict[str, np.ndarray]]
+  eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
+  num_train_examples: int
+  num_eval_examples: int
+  num_classes: int
+  class_weights: np.ndarray | None
+  task: str
+  skipped_images: Callable[[], dict[str, int]]
+  num_eval_batches: int
+  train_batch_size_local: int
+  eval_batch_size_local: int
+
+
+def local_batch_size(config, field: str, process_count: int) -> int:
+  total = int(defaults.get(config, field))
+  if total <= 0 or total % process_count:
+    raise ValueError(
+        f"config.{field} = {total} is not divisible by the process count "
+        f"{process_count} (each process loads {field} // process_count).")
+  return total // process_count
+
+
+def _tf_options(config) -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  threads = defaults.get(config, "input_threads") or os.cpu_count() or 1
+  options.threading.private_threadpool_size = int(threads)
+  options.threading.max_intra_op_parallelism = 1
+  options.autotune.enabled = True
+  options.experimental_optimization.map_parallelization = True
+  return options
+
+
+class _Counters:
+
+  def __init__(self):
+    self.train = 0
+    self.eval_last_pass = 0
+    self.eval_total = 0
+
+  def as_dict(self) -> dict[str, int]:
+    return {"train": self.train, "eval_last_pass": self.eval_last_pass,
+            "eval_total": self.eval_total}
+
+
+def _raise_clear(e: tf.errors.InvalidArgumentError):
+  if "Label id out of range" in str(e):
+    message = str(e)
+    start = message.find("Label id out of range")
+    raise ValueError(message[start:].splitlines()[0]) from e
+  raise e
+
+
+class TrainIterator:
+  """Infinite iterator of per-process train batches (dicts of NumPy arrays)."""
+
+  def __init__(self, dataset: tf.data.Dataset, start_position: int,
+               counters: _Counters):
+    self._dataset = dataset
+    self._iterator = None
+    self._next_position = start_position  # Expected position of next example.
+    self._counters = counters
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._iterator is None:
+      self._iterator = self._dataset.as_numpy_iterator()
+    try:
+      batch = next(self._iterator)
+    except tf.errors.InvalidArgumentError as e:
+      _raise_clear(e)
+    positions = batch.pop("_position")
+    last = int(positions[-1])
+    # The stream is in position order; a gap is a dropped (undecodable) image.
+    skipped = last + 1 - self._next_position - len(positions)
+    if skipped:
+      self._counters.train += skipped
+      logging.warning(
+          "Train input: skipped %d undecodable image(s) before stream position "
+          "%d (%d so far in this run).", skipped, last, self._counters.train)
+    self._next_position = last + 1
+    return batch
+
+
+def create_datasets(config, process_index: int | None = None,
+                    process_count: int | None = None,
+                    start_step: int = 0) -> DataBundle:
+  """Builds this process's train iterator and eval-pass factory.
+
+  Args:
+    config: ml_collections.ConfigDict with the fields of
+      `input_pipeline.defaults.default_data_config()`.
+    process_index, process_count: this process and the process count
+      (default: jax.process_index(), jax.process_count()).
+    start_step: the train step to start at; the stream then equals the
+      start_step=0 stream with its first start_step batches dropped.
+  """
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(
+        f"process_index {process_index} not in [0, {process_count}).")
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  # Cheap checks first: nothing is opened before these pass.
+  train_b = local_batch_size(config, "batch_size", process_count)
+  eval_b = local_batch_size(config, "eval_batch_size", process_count)
+  configure_tensorflow()
+
+  source = sources.open_source(config)
+  num_classes = source.num_classes
+  wanted = defaults.get(config, "num_classes")
+  if wanted and int(wanted) != num_classes:
+    raise ValueError(
+        f"config.num_classes = {wanted} but {source.name} has {num_classes} "
+        "classes.")
+  class_weights = None
+  weights_file = defaults.get(config, "class_weights_file")
+  if weights_file:
+    class_weights = embedded_shapes.read_class_weights(weights_file)
+  elif source.task == sources.MULTI_LABEL:
+    class_weights = source.class_weights()
+  if class_weights is not None and class_weights.shape != (num_classes,):
+    raise ValueError(
+        f"Class weights have {class_weights.shape[0]} entries, expected "
+        f"num_classes = {num_classes} (one weight per line).")
+
+  counters = _Counters()
+  options = _tf_options(config)
+  label_fn = _label_fn(source.task, num_classes)
+
+  # ---- Train.
+  records, n_local = source.records("train", process_index, process_count,
+                                    ordered=False)
+  if n_local <= 0:
+    raise ValueError(f"Process {process_index} has no train examples.")
+  cache = bool(defaults.get(config, "cache"))
+  prefetch = int(defaults.get(config, "prefetch_batches"))
+  if cache:
+    records = records.cache()
+  start_position = start_step * train_b
+  first_epoch, offset = divmod(start_position, n_local)
+  shuffle_buffer = int(defaults.get(config, "shuffle_buffer_size") or 0)
+  seed = int(defaults.get(config, "seed"))
+  shuffle_base = ((seed * 1_000_003 + process_index) * 1_000_033) % (1 << 40)
+
+  def epoch_stream(epoch):
+    ds = records
+    if shuffle_buffer > 1:
+      ds = ds.shuffle(min(shuffle_buffer, n_local),
+                      seed=shuffle_base + epoch + 1,
+                      reshuffle_each_iteration=False)
+    return ds.enumerate().map(lambda k, r: (epoch * n_local + k, r))
+
+  train = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
+      epoch_stream)
+  # Skip before decoding: records only.
+  train = train.skip(offset)
+
+  global_batch = train_b * process_count
+  image_size = int(defaults.get(config, "image_size"))
+  area_range = tuple(defaults.get(config, "crop_area_range"))
+  aspect_range = tuple(defaults.get(config, "crop_aspect_range"))
+  min_covered = float(defaults.get(config, "crop_min_object_covered"))
+
+  def decode_train(position, record):
+    example = source.parse(record)
+    global_position = ((position // train_b) * global_batch
+                       + process_index * train_b + position % train_b)
+    image = preprocessing.preprocess_train(
+        example.pop("image"), tf.stack([tf.constant(seed, tf.int64),
+                                        global_position]),
+        image_size=image_size, area_range=area_range,
+        aspect_range=aspect_range, min_object_covered=min_covered)
+    return dict(example, image=image, _position=position)
+
+  train = train.map(decode_train, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+  train = train.ignore_errors()
+  train = train.map(label_fn, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+  train = train.batch(train_b, drop_remainder=True)
+  train = train.prefetch(prefetch)
+  train = train.with_options(options)
+
+  # ---- Eval.
+  num_eval = source.num_examples("eval") if source.has_eval() else 0
+  num_eval_batches = 0
+  eval_ds = None
+  if num_eval:
+    num_eval_batches = math.ceil(math.ceil(num_eval / process_count) / eval_b)
+    eval_records, n_eval_local = source.records(
+        "eval", process_index, process_count, ordered=True)
+    eval_offset = sources.share_bounds(num_eval, process_index,
+                                       process_count)[0]
+    crop_fraction = float(defaults.get(config, "eval_crop_fraction"))
+
+    def decode_eval(k, record):
+      example = source.parse(record)
+      image = preprocessing.preprocess_eval(
+          example.pop("image"), image_size=image_size,
+          crop_fraction=crop_fraction)
+      return dict(example, image=image, index=k + eval_offset)
+
+    eval_ds = eval_records.enumerate().map(
+        decode_eval, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    eval_ds = eval_ds.ignore_errors().map(
+        label_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+      eval_ds = eval_ds.cache()
+    eval_ds = eval_ds.batch(eval_b).prefetch(prefetch).with_options(options)
+
+  def eval_batches() -> Iterator[dict[str, np.ndarray]]:
+    if eval_ds is None:
+      return iter(())
+    return _eval_pass(eval_ds, num_eval_batches, eval_b, n_eval_local,
+                      image_size, num_classes, source.task, counters,
+                      process_index)
+
+  return DataBundle(
+      train=TrainIterator(train, start_position, counters),
+      eval_batches=eval_batches,
+      num_train_examples=source.num_examples("train"),
+      num_eval_examples=num_eval,
+      num_classes=num_classes,
+      class_weights=class_weights,
+      task=source.task,
+      skipped_images=counters.as_dict,
+      num_eval_batches=num_eval_batches,
+      train_batch_size_local=train_b,
+      eval_batch_size_local=eval_b,
+  )
+
+
+def _label_fn(task: str, num_classes: int):
+  if task == sources.MULTI_LABEL:
+    def fn(example):
+      labels = example.pop("labels")
+      return dict(example, label=preprocessing.multi_hot(labels, num_classes))
+  else:
+    def fn(example):
+      return dict(example, label=preprocessing.single_label(
+          example["label"], num_classes))
+  return fn
+
+
+def _padding(rows: int, image_size: int, num_classes: int, task: str):
+  label = (np.zeros([rows, num_classes], np.float32)
+           if task == sources.MULTI_LABEL else np.zeros([rows], np.int32))
+  return {
+      "image": np.zeros([rows, image_size, image_size, 3], np.float32),
+      "label": label,
+      "index": np.full([rows], -1, np.int64),
+      "mask": np.zeros([rows], np.float32),
+  }
+
+
+def _eval_pass(dataset, num_batches, batch_size, expected, image_size,
+               num_classes, task, counters, process_index):
+  real = 0
+  yielded = 0
+  iterator = dataset.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      break
+    except tf.errors.InvalidArgumentError as e:
+      _raise_clear(e)
+    rows = len(batch["index"])
+    real += rows
+    if yielded >= num_batches:
+      raise RuntimeError(
+          f"Process {process_index}'s eval share has more than "
+          f"{num_batches * batch_size} examples (expected {expected}); does "
+          "the source ignore split slicing (e.g. under tfds mock_data with "
+          "several processes)?")
+    batch["mask"] = np.ones([rows], np.float32)
+    batch["index"] = batch["index"].astype(np.int64)
+    if rows < batch_size:
+      pad = _padding(batch_size - rows, image_size, num_classes, task)
+      batch = {k: np.concatenate([batch[k], pad[k]]) for k in pad}
+    yielded += 1
+    yield batch
+  while yielded < num_batches:
+    yielded += 1
+    yield _padding(batch_size, image_size, num_classes, task)
+  skipped = max(expected - real, 0)
+  counters.eval_last_pass = skipped
+  counters.eval_total += skipped
+  log = logging.warning if skipped else logging.info
+  log("Eval pass (process %d): %d examples, %d undecodable image(s) skipped, "
+      "%d batches.", process_index, real, skipped, num_batches)

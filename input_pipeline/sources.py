@@ -1,0 +1,454 @@
+"""Where examples come from: tfds datasets, image folders, TFRecord shards.
+
+A `Source` turns `config.dataset` into per-process streams of *records*: small
+dicts holding the still-encoded image bytes and the raw label(s). Records are
+cheap to read, shuffle and skip; `Source.parse` (run later, inside the decode
+step, where bad data is skipped) turns a record into
+`{"image": encoded bytes, "label": int64 []}` (single-label) or
+`{"image": encoded bytes, "labels": int64 [n]}` (multi-label).
+
+Process shares: the examples of a split, in their stored order, are cut into
+`process_count` contiguous runs, the first `N % process_count` one example
+longer (exactly `tfds.even_splits`); process p reads only run p. A share's
+global offset is `p * (N // P) + min(p, N % P)`.
+
+Accepted `config.dataset` values:
+  "<tfds name>"                e.g. "imagenet2012", "cifar10", "voc/2012",
+                               "coco/2017", "open_images_v4" (prepared in
+                               config.data_dir; never downloaded from here)
+  "embedded_shapes"            the locally generated dataset (config.embedded)
+  "folder:/root"               tfds.folder_dataset.ImageFolder layout
+                               (/root/<split>/<class name>/<image>)
+  "tfrecord_multilabel:/glob"  tfrecord_format.py (eval shards: config.eval_files)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from input_pipeline import defaults
+from input_pipeline import embedded_shapes
+from input_pipeline import tfrecord_format
+
+SINGLE_LABEL = "single_label"
+MULTI_LABEL = "multi_label"
+TASKS = (SINGLE_LABEL, MULTI_LABEL)
+FOLDER_PREFIX = "folder:"
+TFRECORD_PREFIX = "tfrecord_multilabel:"
+EMBEDDED_NAME = "embedded_shapes"
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiLabelSpec:
+  """Where a tfds dataset keeps an image's label ids.
+
+  labels: path of the int label-id sequence ("objects/label" = ex["objects"]
+    ["label"]). confidence / min_confidence: optional path of a per-label
+    confidence and the smallest value that counts as present.
+  """
+  labels: str
+  confidence: str | None = None
+  min_confidence: int | float | None = None
+
+
+# Multi-label tfds datasets, by full name first ("coco/2017_panoptic"), then by
+# the name before "/". Add a row to read another one.
+MULTI_LABEL_DATASETS: dict[str, MultiLabelSpec] = {
+    "voc": MultiLabelSpec("labels"),  # Image-level, difficult objects included.
+    "coco": MultiLabelSpec("objects/label"),
+    "coco/2017_panoptic": MultiLabelSpec("panoptic_objects/label"),
+    "coco/2014_panoptic": MultiLabelSpec("panoptic_objects/label"),
+    # Image-level labels, verified by humans (confidence 10 = present, 0 =
+    # verified absent) or machine-generated (1..9, tenths): keep >= 0.5.
+    "open_images_v4": MultiLabelSpec("objects/label", "objects/confidence", 5),
+    EMBEDDED_NAME: MultiLabelSpec("labels"),
+}
+
+# Datasets whose archives a person must download; checked before anything else.
+MANUAL_FILES: dict[str, tuple[str, ...]] = {
+    "imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
+}
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """A tfds dataset is not built in data_dir (the message says how to)."""
+
+
+def _base_name(name: str) -> str:
+  return name.split(":")[0].split("/")[0]
+
+
+def _lookup(table: dict[str, Any], name: str) -> Any:
+  full = name.split(":")[0]
+  return table.get(full, table.get(_base_name(name)))
+
+
+def _get_path(tree: Any, path: str) -> Any:
+  if isinstance(tree, dict) and path in tree:
+    return tree[path]
+  node = tree
+  for part in path.split("/"):
+    node = node[part]
+  return node
+
+
+def _nested_true(paths: list[str]) -> dict:
+  out: dict = {}
+  for path in paths:
+    node = out
+    parts = path.split("/")
+    for part in parts[:-1]:
+      node = node.setdefault(part, {})
+    node[parts[-1]] = True
+  return out
+
+
+def share_bounds(num_examples: int, process_index: int,
+                 process_count: int) -> tuple[int, int]:
+  """[start, end) of a process's run of a split (tfds.even_splits' rule)."""
+  base, extra = divmod(num_examples, process_count)
+  start = process_index * base + min(process_index, extra)
+  return start, start + base + (1 if process_index < extra else 0)
+
+
+class Source:
+  """Records of a dataset's train and eval splits, per process."""
+
+  name: str
+  task: str
+  num_classes: int
+
+  def has_eval(self) -> bool:
+    """Whether an eval split / eval files are configured."""
+    raise NotImplementedError
+
+  def num_examples(self, role: str) -> int:
+    """Examples in the whole train or eval split (role: "train" | "eval")."""
+    raise NotImplementedError
+
+  def records(self, role: str, process_index: int, process_count: int, *,
+              ordered: bool) -> tuple[tf.data.Dataset, int]:
+    """This process's share, in a fixed order, and its number of examples.
+
+    ordered=True reads it in exactly the stored order (so position k of the
+    share is example start + k of the split); ordered=False may interleave
+    files for speed, still deterministically.
+    """
+    raise NotImplementedError
+
+  def parse(self, record: Any) -> dict[str, tf.Tensor]:
+    return record
+
+  def class_weights(self) -> np.ndarray | None:
+    return None
+
+
+# ----------------------------------------------------------------------------
+# tfds builders (incl. the embedded dataset).
+
+
+class TfdsSource(Source):
+  """Any prepared tfds image dataset, single- or multi-label."""
+
+  def __init__(self, builder: tfds.core.DatasetBuilder, name: str, task: str,
+               splits: dict[str, str | None],
+               class_weights_path: str | None = None):
+    self.builder = builder
+    self.name = name
+    self.task = task
+    self._splits = splits
+    self._class_weights_path = class_weights_path
+    features = builder.info.features
+    supervised = builder.info.supervised_keys
+    supervised = supervised[:2] if (
+        isinstance(supervised, tuple) and len(supervised) >= 2 and
+        all(isinstance(k, str) for k in supervised[:2])) else None
+    image_key = supervised[0] if supervised else "image"
+    if image_key not in features or not isinstance(
+        features[image_key], tfds.features.Image):
+      raise ValueError(f"{name} has no image feature {image_key!r}; features: "
+                       f"{list(features.keys())}.")
+    self._image_key = image_key
+    if task == SINGLE_LABEL:
+      label_key = supervised[1] if supervised else "label"
+      label_feature = features[label_key] if label_key in features else None
+      if _lookup(MULTI_LABEL_DATASETS, name) is not None or not isinstance(
+          label_feature, tfds.features.ClassLabel) or label_feature.shape:
+        raise ValueError(
+            f"{name} is not a single-label classification dataset (no scalar "
+            f"ClassLabel '{label_key}'); set config.task = '{MULTI_LABEL}' if "
+            "it is in MULTI_LABEL_DATASETS, or choose another dataset.")
+      self._label_key = label_key
+      self._spec = None
+      self.num_classes = int(label_feature.num_classes)
+      paths = [image_key, label_key]
+    else:
+      spec = _lookup(MULTI_LABEL_DATASETS, name)
+      if spec is None:
+        raise ValueError(
+            f"Unknown multi-label dataset {name!r}: no entry for it in "
+            "input_pipeline.sources.MULTI_LABEL_DATASETS (known: "
+            f"{sorted(MULTI_LABEL_DATASETS)}). Add a row naming its label-id "
+            "feature, or convert it to the TFRecord format of "
+            "input_pipeline/tfrecord_format.py.")
+      self._spec = spec
+      label_feature = _get_path(features, spec.labels)
+      while isinstance(label_feature, tfds.features.Sequence):
+        label_feature = label_feature.feature
+      if not isinstance(label_feature, tfds.features.ClassLabel):
+        raise ValueError(f"{name}: {spec.labels} is not a ClassLabel feature.")
+      self.num_classes = int(label_feature.num_classes)
+      paths = [image_key, spec.labels] + ([spec.confidence]
+                                          if spec.confidence else [])
+    self._decoders = tfds.decode.PartialDecoding(
+        _nested_true(paths), decoders={image_key: tfds.decode.SkipDecoding()})
+    # Opening the train split here checks the data is there, before any work.
+    self._num_examples = {}
+    self._num_examples["train"] = self._count(splits["train"])
+    if splits.get("eval"):
+      self._num_examples["eval"] = self._count(splits["eval"])
+
+  def _as_dataset(self, split, ordered: bool) -> tf.data.Dataset:
+    read_config = tfds.ReadConfig(
+        try_autocache=False,
+        interleave_cycle_length=1 if ordered else 16,
+        interleave_block_length=1,
+        # Order is ours to define (even for tfds datasets marked ordered).
+        enable_ordering_guard=False,
+        assert_cardinality=True)
+    try:
+      return self.builder.as_dataset(split=split, shuffle_files=False,
+                                     decoders=self._decoders,
+                                     read_config=read_config)
+    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
+      raise DatasetNotPreparedError(_not_prepared_message(
+          self.builder, self.name)) from e
+
+  def _count(self, split: str) -> int:
+    n = int(self._as_dataset(split, ordered=True).cardinality())
+    if n >= 0:
+      return n
+    return int(self.builder.info.splits[split].num_examples)
+
+  def has_eval(self):
+    return "eval" in self._num_examples
+
+  def num_examples(self, role):
+    return self._num_examples[role]
+
+  def records(self, role, process_index, process_count, *, ordered):
+    split = self._splits[role]
+    if process_count > 1:
+      split = tfds.even_splits(split, n=process_count)[process_index]
+    ds = self._as_dataset(split, ordered)
+    n = int(ds.cardinality())
+    if n < 0:
+      start, end = share_bounds(self._num_examples[role], process_index,
+                                process_count)
+      n = end - start
+    return ds, n
+
+  def parse(self, record):
+    image = record[self._image_key]
+    if self._spec is None:
+      return {"image": image, "label": record[self._label_key]}
+    labels = _get_path(record, self._spec.labels)
+    if self._spec.confidence:
+      confidence = _get_path(record, self._spec.confidence)
+      labels = tf.boolean_mask(labels, confidence >= self._spec.min_confidence)
+    return {"image": image, "labels": tf.cast(labels, tf.int64)}
+
+  def class_weights(self):
+    if self._class_weights_path:
+      return embedded_shapes.read_class_weights(self._class_weights_path)
+    return None
+
+
+def _not_prepared_message(builder, name: str) -> str:
+  data_dir = os.fspath(builder.data_dir_root)
+  manual_dir = os.path.join(data_dir, "downloads", "manual")
+  files = _lookup(MANUAL_FILES, name)
+  build = (f"tfds build {name} --data_dir={data_dir}" +
+           (f" --manual_dir={manual_dir}" if files or
+            builder.MANUAL_DOWNLOAD_INSTRUCTIONS else ""))
+  msg = f"Dataset {name} is not prepared in {data_dir}."
+  if files:
+    missing = [f for f in files
+               if not tf.io.gfile.exists(os.path.join(manual_dir, f))]
+    if missing:
+      msg += (f" It needs a manual download: put {' and '.join(files)} in "
+              f"{manual_dir} (missing: {', '.join(missing)}), then build it "
+              f"once with: {build}")
+    else:
+      msg += f" The archives are in {manual_dir}; build it once with: {build}"
+  elif builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    msg += (f" It needs a manual download into {manual_dir}:\n"
+            f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}\nthen build it once with: "
+            f"{build}")
+  else:
+    msg += f" Build it once with: {build}"
+  return msg + " (or point config.data_dir at the directory holding it)."
+
+
+# ----------------------------------------------------------------------------
+# A folder of images (tfds.folder_dataset.ImageFolder layout).
+
+
+class FolderSource(Source):
+  """root/<split>/<class name>/<image file>; single-label."""
+
+  def __init__(self, root: str, splits: dict[str, str | None]):
+    if not tf.io.gfile.isdir(root):
+      raise FileNotFoundError(
+          f"config.dataset = 'folder:{root}': no such directory. Expected "
+          "root/<split>/<class name>/<images>.")
+    self.builder = tfds.folder_dataset.ImageFolder(root)
+    self.name = FOLDER_PREFIX + root
+    self.task = SINGLE_LABEL
+    label = self.builder.info.features["label"]
+    self.num_classes = int(label.num_classes)
+    self._paths, self._labels = {}, {}
+    available = sorted(self.builder.info.splits.keys())
+    for role, split in splits.items():
+      if split is None:
+        continue
+      if split not in available:
+        raise ValueError(
+            f"{self.name}: split {split!r} not found (folder splits are plain "
+            f"sub-directory names, no slicing): {available}.")
+      # ImageFolder lists and deterministically shuffles the files per split.
+      examples = self.builder._split_examples[split]  # pylint: disable=protected-access
+      self._paths[role] = np.array([e.image_path for e in examples])
+      self._labels[role] = np.array([label.str2int(e.label) for e in examples],
+                                    np.int64)
+
+  def has_eval(self):
+    return "eval" in self._paths
+
+  def num_examples(self, role):
+    return len(self._paths[role])
+
+  def records(self, role, process_index, process_count, *, ordered):
+    del ordered  # The file list is read in order either way.
+    start, end = share_bounds(self.num_examples(role), process_index,
+                              process_count)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (self._paths[role][start:end], self._labels[role][start:end]))
+    ds = ds.map(lambda p, l: {"image": tf.io.read_file(p), "label": l},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds, end - start
+
+
+# ----------------------------------------------------------------------------
+# TFRecord shards in the project's multi-label format.
+
+
+class TfrecordSource(Source):
+  """tf.train.Example shards (input_pipeline/tfrecord_format.py)."""
+
+  def __init__(self, train_pattern: str, eval_pattern: str | None,
+               num_classes: int | None):
+    if not num_classes:
+      raise ValueError(
+          "config.num_classes must be set for a tfrecord_multilabel dataset "
+          "(the records do not carry it).")
+    self.name = TFRECORD_PREFIX + train_pattern
+    self.task = MULTI_LABEL
+    self.num_classes = int(num_classes)
+    self._shards = {"train": tfrecord_format.list_shards(train_pattern)}
+    if eval_pattern:
+      self._shards["eval"] = tfrecord_format.list_shards(eval_pattern)
+
+  def has_eval(self):
+    return "eval" in self._shards
+
+  def num_examples(self, role):
+    return int(sum(self._shards[role][1]))
+
+  def records(self, role, process_index, process_count, *, ordered):
+    files, counts = self._shards[role]
+    start, end = share_bounds(sum(counts), process_index, process_count)
+    plan_files, skips, takes = [], [], []
+    offset = 0
+    for f, n in zip(files, counts):
+      lo, hi = max(start, offset), min(end, offset + n)
+      if lo < hi:
+        plan_files.append(f)
+        skips.append(lo - offset)
+        takes.append(hi - lo)
+      offset += n
+    read = lambda f, s, t: tf.data.TFRecordDataset(f).skip(s).take(t)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(plan_files, tf.string, shape=[len(plan_files)]),
+         tf.constant(skips, tf.int64, shape=[len(skips)]),
+         tf.constant(takes, tf.int64, shape=[len(takes)])))
+    if ordered or len(plan_files) <= 1:
+      ds = ds.flat_map(read)
+    else:
+      ds = ds.interleave(read, cycle_length=min(16, len(plan_files)),
+                         block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                         deterministic=True)
+    return ds, end - start
+
+  def parse(self, record):
+    return tfrecord_format.parse_example(record)
+
+
+# ----------------------------------------------------------------------------
+
+
+def open_source(config) -> Source:
+  """The source for config.dataset; raises before expensive work if unusable."""
+  get = lambda key: defaults.get(config, key)
+  task = get("task")
+  if task not in TASKS:
+    raise ValueError(f"config.task must be one of {TASKS}, got {task!r}.")
+  dataset = str(get("dataset"))
+  data_dir = get("data_dir")
+  splits = {"train": get("train_split"), "eval": get("eval_split")}
+  if dataset.startswith(TFRECORD_PREFIX):
+    if task != MULTI_LABEL:
+      raise ValueError(f"{TFRECORD_PREFIX} datasets are multi-label; set "
+                       f"config.task = '{MULTI_LABEL}'.")
+    return TfrecordSource(dataset[len(TFRECORD_PREFIX):], get("eval_files"),
+                          get("num_classes"))
+  if dataset.startswith(FOLDER_PREFIX):
+    if task != SINGLE_LABEL:
+      raise ValueError(f"{FOLDER_PREFIX} datasets are single-label; set "
+                       f"config.task = '{SINGLE_LABEL}'.")
+    return FolderSource(os.path.expanduser(dataset[len(FOLDER_PREFIX):]),
+                        splits)
+  if _base_name(dataset) == EMBEDDED_NAME:
+    if task != MULTI_LABEL:
+      raise ValueError(f"{EMBEDDED_NAME} is multi-label; set config.task = "
+                       f"'{MULTI_LABEL}'.")
+    embedded = get("embedded")
+    params = embedded.to_dict() if hasattr(embedded, "to_dict") else dict(
+        embedded)
+    builder = embedded_shapes.prepare(data_dir, **params)
+    return TfdsSource(builder, EMBEDDED_NAME, task, splits,
+                      embedded_shapes.class_weights_path(builder))
+  builder = _tfds_builder(dataset, data_dir)
+  return TfdsSource(builder, dataset, task, splits)
+
+
+def _tfds_builder(name: str, data_dir: str | None):
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+    known = tfds.list_builders(with_community_datasets=False)
+    close = difflib.get_close_matches(_base_name(name), known, n=5)
+    raise ValueError(
+        f"Unknown dataset {name!r} in config.dataset"
+        + (f" (did you mean {', '.join(close)}?)" if close else "")
+        + f". Use a tfds name (e.g. imagenet2012, voc/2012, coco/2017, "
+        f"open_images_v4), '{EMBEDDED_NAME}', '{FOLDER_PREFIX}/path/to/root' or "
+        f"'{TFRECORD_PREFIX}/path/train-*.tfrecord'. tfds said: "
+        f"{str(e).splitlines()[0]}") from e
