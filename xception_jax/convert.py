@@ -1,0 +1,455 @@
+"""Keras Xception weights -> Flax `Xception` variables and an Orbax checkpoint.
+
+    python -m xception_jax.convert --keras=xception_weights_tf_dim_ordering_tf_kernels.h5 \\
+        --out=/ckpt/xception_keras
+
+    model, variables = from_keras("model.keras")            # library use
+    logits = model.apply(variables, images, train=False)      # = Keras' pre-softmax logits
+
+Accepted files (the format is detected from the contents, not the name):
+  - legacy HDF5 weights, the layout of Keras' published
+    `xception_weights_tf_dim_ordering_tf_kernels.h5` and `..._notop.h5` (root attribute
+    `layer_names`, one group per layer with a `weight_names` attribute), and a legacy
+    whole-model `.h5` (the same under `model_weights`);
+  - Keras 3 `.weights.h5` (`model.save_weights`): groups `layers/<class>[_k]/vars/<i>`;
+  - Keras 3 `.keras` archives (`model.save`): the `model.weights.h5` inside the zip.
+All are read with h5py (and zipfile) as plain arrays: nothing is unpickled, no Keras
+config is deserialised, no code from the file runs, and neither Keras nor TensorFlow is
+imported.
+
+Layers are matched by Keras' layer names (`block1_conv1`, `block2_sepconv1_bn`, ...,
+`predictions`). The four shortcut convolutions and their batch normalizations have no
+name in `keras.applications.Xception` (Keras numbers them `conv2d`, `conv2d_1`, ... or
+`conv2d_1`, ... depending on version and on how many models a session built), so they
+are taken in the file's model order. A Keras 3 file written without the `name`
+attribute on each layer's `vars` group (older Keras 3) is matched by Keras' own rule:
+the k-th layer of a class in `model.layers` order.
+
+The top (`predictions`, 2048 -> N) is detected: present -> `Xception(num_classes=N)`
+giving Keras' logits; absent -> `Xception(include_top=False)` giving the globally
+average-pooled 2048 features (Keras' `include_top=False, pooling='avg'`). Every array
+is checked against the Flax model's shapes before anything is returned or written; a
+file that does not match raises `KerasFileError` naming the first mismatching layer in
+network order.
+
+The only layout change: Keras' depthwise kernels are (3, 3, C, 1), Flax's (3, 3, 1, C).
+Regular and pointwise kernels are HWIO in both; BN gamma/beta/moving_mean/
+moving_variance become params scale/bias and batch_stats mean/var (epsilon 1e-3 in
+both); the dense kernel is (in, out) in both.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import re
+import zipfile
+from typing import Any, Mapping, Optional, Sequence
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xception_jax.models import factory
+from xception_jax.models.xception import Xception
+
+KERAS_HEAD = "predictions"
+NUM_MIDDLE_BLOCKS = 8
+
+
+class KerasFileError(ValueError):
+  """The file is not a readable Keras Xception weights file (or does not match)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+  """One weighted Keras layer of `keras.applications.Xception`, in `model.layers` order."""
+  keras_name: str            # Keras' name; for the unnamed shortcut layers a description
+  kind: str                  # 'conv', 'separable', 'bn' or 'dense'
+  flax_path: tuple[str, ...]
+  named: bool = True         # False: Keras auto-names it (conv2d_k / batch_normalization_k)
+
+
+_KIND_WEIGHTS = {
+    "conv": ("kernel",),
+    "separable": ("depthwise_kernel", "pointwise_kernel"),
+    "bn": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "dense": ("kernel", "bias"),
+}
+# Keras 3 `.weights.h5` groups are keyed by the class name in snake case.
+_KERAS3_CLASS_KIND = {"conv2d": "conv", "separable_conv2d": "separable",
+                      "batch_normalization": "bn", "dense": "dense"}
+
+
+def keras_layer_specs(include_top: bool = True) -> list[_Spec]:
+  """Xception's weighted layers in Keras' `model.layers` order, with their Flax paths."""
+  specs = [_Spec("block1_conv1", "conv", ("entry_flow", "conv1")),
+           _Spec("block1_conv1_bn", "bn", ("entry_flow", "conv1_bn")),
+           _Spec("block1_conv2", "conv", ("entry_flow", "conv2")),
+           _Spec("block1_conv2_bn", "bn", ("entry_flow", "conv2_bn"))]
+
+  def module(block: int, path: tuple[str, ...], num_sepconvs: int, shortcut: bool):
+    for j in range(1, num_sepconvs + 1):
+      specs.append(_Spec(f"block{block}_sepconv{j}", "separable", path + (f"sepconv{j}",)))
+      specs.append(_Spec(f"block{block}_sepconv{j}_bn", "bn", path + (f"sepconv{j}_bn",)))
+    if shortcut:
+      specs.append(_Spec(f"shortcut Conv2D of block{block} (unnamed in Keras)", "conv",
+                         path + ("shortcut",), named=False))
+      specs.append(_Spec(f"shortcut BatchNormalization of block{block} (unnamed in Keras)",
+                         "bn", path + ("shortcut_bn",), named=False))
+
+  for i, block in enumerate((2, 3, 4)):
+    module(block, ("entry_flow", f"module{i + 1}"), 2, True)
+  for i in range(NUM_MIDDLE_BLOCKS):
+    module(5 + i, ("middle_flow", f"module{i + 1}"), 3, False)
+  module(5 + NUM_MIDDLE_BLOCKS, ("exit_flow", "module1"), 2, True)
+  for j in (1, 2):
+    block = 6 + NUM_MIDDLE_BLOCKS
+    specs.append(_Spec(f"block{block}_sepconv{j}", "separable", ("exit_flow", f"sepconv{j}")))
+    specs.append(_Spec(f"block{block}_sepconv{j}_bn", "bn", ("exit_flow", f"sepconv{j}_bn")))
+  if include_top:
+    specs.append(_Spec(KERAS_HEAD, "dense", ("head",)))
+  return specs
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclasses.dataclass
+class _FileLayer:
+  name: str
+  arrays: list[np.ndarray]
+  position: int              # model order within the file (within its class for Keras 3)
+  source: str                # where it is in the file, for messages
+  klass: Optional[str] = None  # Keras 3 class key ('conv2d', ...), None for legacy files
+
+  @property
+  def kind(self) -> str:
+    if self.klass is not None:
+      return _KERAS3_CLASS_KIND.get(self.klass, "other")
+    ndims = tuple(a.ndim for a in self.arrays)
+    return {(4,): "conv", (4, 4): "separable", (1, 1, 1, 1): "bn",
+            (2, 1): "dense"}.get(ndims, "other")
+
+
+def _decode(value: Any) -> str:
+  return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def _natural_key(text: str) -> tuple:
+  return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+def _read_legacy(root: h5py.Group) -> list[_FileLayer]:
+  """Keras 2 / legacy HDF5: attrs layer_names and, per layer, weight_names."""
+  layers = []
+  for position, raw in enumerate(root.attrs["layer_names"]):
+    name = _decode(raw)
+    if name not in root:
+      raise KerasFileError(f"layer {name!r} is listed in layer_names but has no group.")
+    group = root[name]
+    weight_names = [_decode(w) for w in group.attrs.get("weight_names", [])]
+    if not weight_names:
+      continue
+    try:
+      arrays = [np.asarray(group[w]) for w in weight_names]
+    except KeyError as e:
+      raise KerasFileError(f"layer {name!r}: weight {e} listed but missing.") from None
+    layers.append(_FileLayer(name, arrays, position, source=name))
+  return layers
+
+
+def _read_keras3(layers_group: h5py.Group, canonical: Sequence[_Spec]) -> list[_FileLayer]:
+  """Keras 3 `.weights.h5`: layers/<class>[_k]/vars/<i>, k counting in model.layers order."""
+  # Keras' own loading rule, used where a file lacks the `name` attributes.
+  by_class: dict[str, list[_Spec]] = {}
+  for spec in canonical:
+    klass = {v: k for k, v in _KERAS3_CLASS_KIND.items()}[spec.kind]
+    by_class.setdefault(klass, []).append(spec)
+  layers = []
+  for key in layers_group:
+    group = layers_group[key]
+    if "vars" not in group or not len(group["vars"]):
+      if "layers" in group:
+        raise KerasFileError(
+            f"layer {key!r} is a nested model; convert a plain "
+            "keras.applications.Xception (or save the nested base model on its own).")
+      continue
+    klass, k = re.fullmatch(r"(.*?)(?:_(\d+))?", key).groups()
+    k = int(k or 0)
+    vars_group = group["vars"]
+    arrays = [np.asarray(vars_group[str(i)]) for i in range(len(vars_group))
+              if str(i) in vars_group]
+    name = vars_group.attrs.get("name")
+    if name is not None:
+      name = _decode(name)
+    else:
+      specs = by_class.get(klass, [])
+      name = specs[k].keras_name if k < len(specs) and specs[k].named else key
+    layers.append(_FileLayer(name, arrays, k, source=f"layers/{key}", klass=klass))
+  return layers
+
+
+def _read_h5(handle: h5py.File, description: str) -> tuple[list[_FileLayer], str]:
+  if "layer_names" in handle.attrs:
+    return _read_legacy(handle), "legacy HDF5 weights"
+  if "model_weights" in handle and "layer_names" in handle["model_weights"].attrs:
+    return _read_legacy(handle["model_weights"]), "legacy HDF5 model"
+  if "layers" in handle and isinstance(handle["layers"], h5py.Group):
+    return _read_keras3(handle["layers"], keras_layer_specs(True)), "Keras 3 weights"
+  raise KerasFileError(
+      f"{description} is HDF5 but holds no Keras weights (no 'layer_names' attribute, "
+      f"no 'model_weights' or 'layers' group; top-level keys: {sorted(handle)[:10]}).")
+
+
+def read_keras_file(path: str) -> tuple[list[_FileLayer], str]:
+  """Reads the weighted layers of a Keras file: (layers, format description)."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No Keras weights file at {path!r}.")
+  try:
+    if zipfile.is_zipfile(path):
+      with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if "model.weights.h5" not in names:
+          raise KerasFileError(
+              f"{path!r} is a zip archive without model.weights.h5 (holds {names[:10]}); "
+              "expected a Keras 3 .keras file saved unsharded.")
+        data = archive.read("model.weights.h5")
+      with h5py.File(io.BytesIO(data), "r") as handle:
+        layers, fmt = _read_h5(handle, f"{path!r}:model.weights.h5")
+      return layers, ".keras archive (" + fmt + ")"
+    if not h5py.is_hdf5(path):
+      raise KerasFileError(
+          f"{path!r} is neither an HDF5 file (.h5, .weights.h5) nor a .keras archive.")
+    with h5py.File(path, "r") as handle:
+      return _read_h5(handle, repr(path))
+  except KerasFileError:
+    raise
+  except (OSError, KeyError, ValueError, zipfile.BadZipFile, RuntimeError) as e:
+    raise KerasFileError(
+        f"Cannot read {path!r} as a Keras weights file (truncated or corrupted?): "
+        f"{type(e).__name__}: {e}") from e
+
+
+# ----------------------------------------------------------------------------- matching
+
+
+def _keras_shape(kind: str, index: int, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
+  if kind == "separable" and index == 0:       # Flax (3, 3, 1, C) <- Keras (3, 3, C, 1)
+    return flax_shape[:2] + (flax_shape[3], flax_shape[2])
+  return tuple(flax_shape)
+
+
+def _flax_leaves(kind: str) -> list[tuple[str, ...]]:
+  """(collection, *path) of each Keras weight, in Keras' weight order."""
+  return {
+      "conv": [("params", "kernel")],
+      "separable": [("params", "depthwise", "kernel"), ("params", "pointwise", "kernel")],
+      "bn": [("params", "scale"), ("params", "bias"),
+             ("batch_stats", "mean"), ("batch_stats", "var")],
+      "dense": [("params", "kernel"), ("params", "bias")],
+  }[kind]
+
+
+def _get(tree: Mapping, path: Sequence[str]) -> Any:
+  for p in path:
+    tree = tree[p]
+  return tree
+
+
+def _set(tree: dict, path: Sequence[str], value: Any) -> None:
+  for p in path[:-1]:
+    tree = tree.setdefault(p, {})
+  tree[path[-1]] = value
+
+
+def _match(layers: list[_FileLayer], include_top: Optional[bool],
+           description: str) -> tuple[dict[str, _FileLayer], bool, int]:
+  """Assigns file layers to Xception's Keras layers; returns (by keras_name, top, classes)."""
+  by_name = {}
+  for layer in layers:
+    if layer.name in by_name:
+      raise KerasFileError(f"{description} holds two layers named {layer.name!r}.")
+    by_name[layer.name] = layer
+  has_top = KERAS_HEAD in by_name
+  if include_top is None:
+    include_top = has_top
+  elif include_top and not has_top:
+    raise KerasFileError(
+        f"include_top=True, but {description} has no {KERAS_HEAD!r} layer (a 'notop' "
+        "file); convert it with include_top=False (or None to detect).")
+  specs = keras_layer_specs(include_top)
+  named = {s.keras_name for s in keras_layer_specs(True) if s.named}
+  unnamed = {kind: sorted((l for l in layers if l.name not in named and l.kind == kind),
+                          key=lambda l: (l.position, _natural_key(l.name)))
+             for kind in ("conv", "bn")}
+  matched: dict[str, _FileLayer] = {}
+  for spec in specs:
+    if spec.named:
+      layer = by_name.get(spec.keras_name)
+    else:
+      layer = unnamed[spec.kind].pop(0) if unnamed[spec.kind] else None
+    if layer is None:
+      held = [l.name for l in layers]
+      raise KerasFileError(
+          f"{description} does not match Keras' Xception: missing layer "
+          f"{spec.keras_name!r} (Flax {'/'.join(spec.flax_path)}). The file holds "
+          f"{len(held)} weighted layers: {held[:8]}{' ...' if len(held) > 8 else ''}.")
+    if layer.kind != spec.kind or len(layer.arrays) != len(_KIND_WEIGHTS[spec.kind]):
+      raise KerasFileError(
+          f"{description} does not match Keras' Xception: layer {spec.keras_name!r} "
+          f"(file layer {layer.source!r}) holds {len(layer.arrays)} arrays of shapes "
+          f"{[a.shape for a in layer.arrays]}, expected a {spec.kind} layer with "
+          f"{_KIND_WEIGHTS[spec.kind]}.")
+    matched[spec.keras_name] = layer
+  used = {id(l) for l in matched.values()}
+  extra = [l.name for l in layers if id(l) not in used
+           and not (l.name == KERAS_HEAD and not include_top)]
+  if extra:
+    raise KerasFileError(
+        f"{description} does not match Keras' Xception: unexpected weighted layer(s) "
+        f"{extra[:8]} (Xception has {len(keras_layer_specs(True))} weighted layers with "
+        "the top).")
+  num_classes = 1000
+  if include_top:
+    kernel = matched[KERAS_HEAD].arrays[0]
+    num_classes = int(kernel.shape[-1])
+  return matched, include_top, num_classes
+
+
+def from_keras(path: str, *, include_top: Optional[bool] = None,
+               **model_overrides: Any) -> tuple[Xception, dict]:
+  """Reads a Keras Xception weights file into a Flax Xception and its variables.
+
+  Args:
+    path: a Keras weights file (`.h5` legacy weights or model, `.weights.h5`) or a
+      `.keras` archive; see the module docstring.
+    include_top: None detects the `predictions` layer; True requires it; False drops
+      it (the model then returns the 2048 pooled features).
+    **model_overrides: Xception fields that do not change the parameters (e.g.
+      `depthwise_impl='auto'`, `dtype`); anything else fails the shape check.
+  Returns:
+    (model, {'params', 'batch_stats'}) with `model.apply(variables, images,
+    train=False)` equal to Keras' logits (pre-softmax) or pooled features.
+  Raises:
+    FileNotFoundError: no file at `path`.
+    KerasFileError: unreadable file, or one that does not match the architecture
+      (names the first mismatching layer).
+  """
+  layers, _ = read_keras_file(path)
+  return _convert(layers, repr(os.fspath(path)), include_top, model_overrides)
+
+
+def _convert(layers: list[_FileLayer], description: str, include_top: Optional[bool],
+             model_overrides: Mapping[str, Any]) -> tuple[Xception, dict]:
+  matched, include_top, num_classes = _match(layers, include_top, description)
+  model = factory.create_model(dict(num_classes=num_classes, include_top=include_top),
+                               **model_overrides)
+  abstract = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 299, 299, 3), jnp.float32),
+                         train=False))
+  variables: dict = {"params": {}, "batch_stats": {}}
+  for spec in keras_layer_specs(include_top):
+    layer = matched[spec.keras_name]
+    for index, (leaf, array) in enumerate(zip(_flax_leaves(spec.kind), layer.arrays)):
+      collection, *rest = leaf
+      full_path = (collection,) + spec.flax_path + tuple(rest)
+      try:
+        target = _get(abstract, full_path)
+      except KeyError:
+        raise KerasFileError(
+            f"Flax model {factory.model_to_fields(model)} has no variable "
+            f"{'/'.join(full_path)} for Keras layer {spec.keras_name!r}.") from None
+      expected = _keras_shape(spec.kind, index, target.shape)
+      if array.shape != expected:
+        raise KerasFileError(
+            f"{description} does not match Keras' Xception: layer {spec.keras_name!r} "
+            f"(file layer {layer.source!r}) weight {_KIND_WEIGHTS[spec.kind][index]} has "
+            f"shape {array.shape}, expected {expected} "
+            f"(Flax {'/'.join(full_path)}).")
+      if spec.kind == "separable" and index == 0:
+        array = np.transpose(array, (0, 1, 3, 2))
+      _set(variables, full_path, jnp.asarray(array, dtype=target.dtype))
+  # Every Flax variable must have been filled, no more, no less.
+  expected_paths = {jax.tree_util.keystr(k) for k, _ in
+                    jax.tree_util.tree_leaves_with_path(abstract)}
+  filled_paths = {jax.tree_util.keystr(k) for k, _ in
+                  jax.tree_util.tree_leaves_with_path(variables)}
+  if expected_paths != filled_paths:
+    raise KerasFileError(
+        f"conversion left Flax variables unfilled {sorted(expected_paths - filled_paths)[:5]}"
+        f" or filled unknown ones {sorted(filled_paths - expected_paths)[:5]}.")
+  return model, variables
+
+
+def count_parameters(variables: Mapping[str, Any]) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("params", {})))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _define_flags() -> None:
+  from absl import flags
+  flags.DEFINE_string("keras", None, "Keras Xception weights: .h5, .weights.h5 or .keras.")
+  flags.DEFINE_string("out", None, "New checkpoint directory (must not exist or be empty).")
+  flags.DEFINE_boolean("include_top", None,
+                       "Keep the classifier (default: detect it from the file); "
+                       "--noinclude_top converts only the feature extractor.")
+  flags.mark_flags_as_required(["keras", "out"])
+
+
+def quiet_library_logs() -> None:
+  """Keeps the console about this command: Orbax logs every file it touches at INFO,
+  JAX every backend it fails to find; their warnings and errors stay."""
+  import logging as std_logging
+
+  from absl import logging
+
+  class _Quiet(std_logging.Filter):
+    def filter(self, record):
+      if "/orbax/" in record.pathname or "xla_bridge.py" in record.pathname:
+        return record.levelno >= std_logging.WARNING
+      return True
+
+  logging.get_absl_handler().addFilter(_Quiet())
+
+
+def main(argv: Sequence[str]) -> None:
+  from absl import app, flags, logging
+
+  from xception_jax import checkpointing
+
+  quiet_library_logs()
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  keras_path, include_top = flags.FLAGS.keras, flags.FLAGS.include_top
+  out = os.path.abspath(os.path.expanduser(flags.FLAGS.out))
+  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+    raise SystemExit(
+        f"Refusing to write to {out!r}: it already exists and is not an empty directory "
+        "(an existing checkpoint is never overwritten). Choose another --out.")
+  try:
+    layers, fmt = read_keras_file(keras_path)
+    model, variables = _convert(layers, repr(keras_path), include_top, {})
+  except (FileNotFoundError, KerasFileError) as e:
+    raise SystemExit(f"Error: {e}") from None
+  logging.info("Read %s (%s): Xception %s; %d parameters and %d BN statistics.",
+               keras_path, fmt,
+               f"with a {model.num_classes}-class top" if model.include_top
+               else "without the top (2048 pooled features)",
+               count_parameters(variables),
+               sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["batch_stats"])))
+  fields = factory.model_to_fields(model)
+  written = checkpointing.save_variables(out, variables, fields)
+  logging.info("Wrote checkpoint %s with model fields %s.", written, fields)
+  print(f"Wrote {written}", flush=True)
+
+
+if __name__ == "__main__":
+  from absl import app
+
+  _define_flags()
+  app.run(main)
