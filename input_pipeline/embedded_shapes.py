@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from xception_jax.evaluation import class_weights as weights_io
+
 COLOURS = {
     "red": (215, 35, 35),
     "green": (30, 160, 50),
@@ -264,18 +266,7 @@ def class_weights_from_plans(plans, num_classes: int) -> np.ndarray:
   counts = np.zeros(num_classes, np.float64)
   for plan in plans:
     counts[image_labels(plan)] += 1
-  return counts / max(counts.sum(), 1.0)
-
-
-def write_class_weights(path: str, weights: np.ndarray) -> None:
-  with open(path, "w") as f:
-    f.write("".join(f"{w!r}\n" for w in map(float, weights)))
-
-
-def read_class_weights(path: str) -> np.ndarray:
-  with open(path) as f:
-    values = [float(line) for line in f if line.strip()]
-  return np.asarray(values, np.float32)
+  return weights_io.class_weights_from_frequency(counts)
 
 
 class EmbeddedShapes(tfds.core.GeneratorBasedBuilder):
@@ -325,7 +316,7 @@ class EmbeddedShapes(tfds.core.GeneratorBasedBuilder):
     weights = class_weights_from_plans(train_plans, p["num_classes"])
     # During preparation self.data_dir is the temporary version directory that
     # tfds renames into place, so the file lands beside the records.
-    write_class_weights(
+    weights_io.save_class_weights(
         os.path.join(self.data_dir, CLASS_WEIGHTS_FILENAME), weights)
     return {
         "train": self._generate_examples("train", sizes["train"], train_plans),

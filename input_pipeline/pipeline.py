@@ -23,6 +23,7 @@ skipped image is exact up to that shift.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -31,11 +32,12 @@ from typing import Callable, Iterator
 from absl import logging
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context as tf_context  # pylint: disable=g-direct-tensorflow-import
 
 from input_pipeline import defaults
-from input_pipeline import embedded_shapes
 from input_pipeline import preprocessing
 from input_pipeline import sources
+from xception_jax.evaluation import class_weights as weights_io
 
 
 def configure_tensorflow() -> None:
@@ -51,6 +53,25 @@ def configure_tensorflow() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(2)
   except RuntimeError:
     pass  # TensorFlow's runtime is already initialised.
+
+
+@contextlib.contextmanager
+def _without_global_tf_seed():
+  """Traces dataset functions with TensorFlow's global seed unset, then restores it.
+
+  tf.data's shuffle combines its op seed with the global seed (`tf.random.set_seed`,
+  e.g. set by Keras utilities) and fails when the op seed is a tensor, as the
+  per-epoch seeds are; the order must depend on config.seed alone anyway.
+  """
+  saved = tf_context.global_seed()
+  if saved is None:
+    yield
+    return
+  tf.random.set_seed(None)
+  try:
+    yield
+  finally:
+    tf.random.set_seed(saved)
 
 
 @dataclasses.dataclass
@@ -180,7 +201,7 @@ def create_datasets(config, process_index: int | None = None,
   class_weights = None
   weights_file = defaults.get(config, "class_weights_file")
   if weights_file:
-    class_weights = embedded_shapes.read_class_weights(weights_file)
+    class_weights = weights_io.load_class_weights(weights_file, num_classes)
   elif source.task == sources.MULTI_LABEL:
     class_weights = source.class_weights()
   if class_weights is not None and class_weights.shape != (num_classes,):
@@ -215,8 +236,9 @@ def create_datasets(config, process_index: int | None = None,
                       reshuffle_each_iteration=False)
     return ds.enumerate().map(lambda k, r: (epoch * n_local + k, r))
 
-  train = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
-      epoch_stream)
+  with _without_global_tf_seed():
+    train = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
+        epoch_stream)
   # Skip before decoding: records only.
   train = train.skip(offset)
 

@@ -36,6 +36,7 @@ import tensorflow_datasets as tfds
 from input_pipeline import defaults
 from input_pipeline import embedded_shapes
 from input_pipeline import tfrecord_format
+from xception_jax.evaluation import class_weights as weights_io
 
 SINGLE_LABEL = "single_label"
 MULTI_LABEL = "multi_label"
@@ -267,7 +268,7 @@ class TfdsSource(Source):
 
   def class_weights(self):
     if self._class_weights_path:
-      return embedded_shapes.read_class_weights(self._class_weights_path)
+      return weights_io.load_class_weights(self._class_weights_path, self.num_classes)
     return None
 
 
