@@ -1,0 +1,64 @@
+"""Trains or evaluates Xception as a config says.
+
+  python main.py --config=configs/demo.py --workdir=runs/demo
+  python main.py --config=configs/imagenet.py --workdir=/ckpt/imagenet
+  python main.py --config=configs/multilabel.py --workdir=/ckpt/jft
+  python main.py --config=configs/imagenet.py:no_residual --workdir=... --config.batch_size=512
+
+Multi-host: start one process per host with --distributed (coordinator auto-detected on
+TPU pods and SLURM) or with --coordinator_address, --num_processes and --process_id.
+"""
+import json
+import logging as std_logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TensorFlow loads
+
+import jax  # pylint: disable=wrong-import-position
+from absl import app, flags, logging  # pylint: disable=wrong-import-position
+from ml_collections import config_flags  # pylint: disable=wrong-import-position
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
+config_flags.DEFINE_config_file("config", None, "A config file in configs/ (FILE[:variant]).",
+                                lock_config=True)
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize() before anything else (multi-host).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Keeps the console about the run: libraries' INFO chatter (Orbax logs every file it
+  writes, tfds every dataset it opens) is dropped; their warnings and errors stay."""
+  QUIET = {"/orbax/": std_logging.WARNING, "/tensorflow_datasets/": std_logging.ERROR,
+           "xla_bridge.py": std_logging.WARNING}
+
+  def filter(self, record):
+    for fragment, level in self.QUIET.items():
+      if fragment in record.pathname:
+        return record.levelno >= level
+    return True
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  if FLAGS.distributed or FLAGS.coordinator_address:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  logging.info("JAX process %d of %d; local devices: %s", jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  # Imported after jax.distributed: the library creates devices and meshes.
+  from xception_jax import train  # pylint: disable=import-outside-toplevel
+  results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if jax.process_index() == 0:
+    print(json.dumps({"workdir": FLAGS.workdir, **results}, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+  jax.config.config_with_absl()
+  app.run(main)

@@ -1,0 +1,274 @@
+"""The trainer: `train_and_evaluate(config, workdir)`, the project's main job.
+
+Data flows one way: input pipeline (per-process NumPy batches) -> global arrays sharded
+over the mesh's data axis -> jitted train/eval steps (steps.py) -> clu metrics ->
+metric writers (TensorBoard event files in the workdir, and the console).
+
+Checkpoints (checkpointing.py) are written every `checkpoint_every_steps` and at the
+end, asynchronously, keeping the last `keep_checkpoints`; a run started again on the
+same workdir resumes from the latest one at the same step, with the same data order.
+`init_from` starts from another checkpoint (fine-tuning; the head is re-initialised
+when its shape differs) and `eval_only` restores, evaluates, prints and exits.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
+
+import input_pipeline
+from xception_jax import checkpointing, optim, partitioning, steps
+from xception_jax.evaluation import StreamingMapAtK
+from xception_jax.models import create_model, model_to_fields
+
+TASKS = ("single_label", "multi_label")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Cheap checks that name the field and the fix, before any data or compilation."""
+  if config.task not in TASKS:
+    raise ValueError(f"config.task must be one of {TASKS}; got {config.task!r}.")
+  if config.optimizer not in ("sgd", "rmsprop"):
+    raise ValueError(f"config.optimizer must be 'sgd' or 'rmsprop'; got {config.optimizer!r}.")
+  for field in ("batch_size", "eval_batch_size", "log_every_steps", "eval_every_steps",
+                "checkpoint_every_steps", "map_k"):
+    if config[field] <= 0:
+      raise ValueError(f"config.{field} must be positive; got {config[field]}.")
+  if config.num_train_steps <= 0 and not config.get("num_epochs"):
+    raise ValueError("Set config.num_train_steps > 0, or num_train_steps=-1 and num_epochs.")
+  create_model(config.model, num_classes=2)  # unknown model fields fail here
+
+
+def _model(config: ml_collections.ConfigDict, num_classes: int):
+  return create_model(config.model, num_classes=num_classes)
+
+
+def _merge_init_from(fresh: Any, loaded: Any, what: str) -> Any:
+  """Takes every leaf of `loaded` whose path and shape match `fresh`; leaves of the
+  head may differ (fine-tuning to new classes) and keep their fresh initialisation."""
+  loaded_leaves = {jax.tree_util.keystr(p): v
+                   for p, v in jax.tree_util.tree_leaves_with_path(loaded)}
+  reinitialised = []
+
+  def pick(path, leaf):
+    name = jax.tree_util.keystr(path)
+    other = loaded_leaves.get(name)
+    if other is not None and other.shape == leaf.shape:
+      return jax.device_put(other, leaf.sharding).astype(leaf.dtype)
+    if "'head'" in name:
+      reinitialised.append(name)
+      return leaf
+    found = "missing" if other is None else f"shape {other.shape}, expected {leaf.shape}"
+    raise ValueError(
+        f"config.init_from: {what}{name} does not match the configured model ({found}). "
+        "The model fields in config.model must describe the checkpoint's network.")
+
+  merged = jax.tree_util.tree_map_with_path(pick, fresh)
+  if reinitialised:
+    logging.info("init_from: re-initialised %s (absent from the checkpoint or of another "
+                 "shape).", ", ".join(reinitialised))
+  return merged
+
+
+class Trainer:
+  """Holds what one run compiles once: mesh, shardings, model, optimiser, steps."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, data: Any):
+    self.config = config
+    self.data = data
+    self.mesh = mesh
+    self.task = data.task
+    self.model = _model(config, data.num_classes)
+    self.schedule = optim.learning_rate_schedule(config)
+    self.tx = optim.create_optimizer(config)
+    self.data_sharding = partitioning.data_sharding(self.mesh)
+    replicated = partitioning.replicated(self.mesh)
+
+    init = functools.partial(steps.create_train_state, self.model, self.tx,
+                             image_size=config.image_size)
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    self.state_sharding = partitioning.tree_shardings(
+        abstract, self.mesh, partitioning.partition_rules(config.get("shard_head", False)))
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+        self.state_sharding)
+    self.init = jax.jit(init, out_shardings=self.state_sharding)
+    self.train_step = jax.jit(
+        functools.partial(steps.train_step, model=self.model, tx=self.tx,
+                          schedule=self.schedule, task=self.task,
+                          label_smoothing=config.get("label_smoothing", 0.0)),
+        in_shardings=(self.state_sharding, self.data_sharding, replicated),
+        out_shardings=(self.state_sharding, replicated), donate_argnums=0)
+    self.eval_step = jax.jit(
+        functools.partial(steps.eval_step, model=self.model, task=self.task),
+        in_shardings=(self.state_sharding, self.data_sharding),
+        out_shardings=(replicated, self.data_sharding))
+
+  # -- state -------------------------------------------------------------------------
+  def initial_state(self, manager) -> steps.TrainState:
+    """Latest checkpoint in the workdir, else init_from, else a fresh initialisation."""
+    latest = manager.latest_step()
+    if latest is not None:
+      logging.info("Resuming from %s at step %d.", manager.directory, latest)
+      abstract = self.abstract_state
+      restored = checkpointing.restore(
+          manager, latest,
+          abstract_variables={"params": abstract.params, "batch_stats": abstract.batch_stats},
+          abstract_train={"step": abstract.step, "opt_state": abstract.opt_state})
+      variables, train = restored[checkpointing.VARIABLES], restored[checkpointing.TRAIN]
+      return steps.TrainState(step=train["step"], params=variables["params"],
+                              batch_stats=variables["batch_stats"],
+                              opt_state=train["opt_state"])
+    state = self.init(jax.random.key(self.config.seed))
+    if self.config.get("init_from"):
+      variables, _, step = checkpointing.load_variables(
+          self.config.init_from, sharding=partitioning.replicated(self.mesh))
+      logging.info("Initialising from %s (step %d).", self.config.init_from, step)
+      params = _merge_init_from(state.params, variables["params"], "params")
+      batch_stats = _merge_init_from(state.batch_stats, variables["batch_stats"],
+                                     "batch_stats")
+      state = state.replace(params=params, batch_stats=batch_stats,
+                            opt_state=jax.jit(self.tx.init, out_shardings=
+                                              self.state_sharding.opt_state)(params))
+    return state
+
+  def save(self, manager, state: steps.TrainState, force: bool = False) -> None:
+    checkpointing.save(manager, int(state.step), variables=state.variables,
+                       model_config=model_to_fields(self.model),
+                       train={"step": state.step, "opt_state": state.opt_state}, force=force)
+
+  # -- evaluation --------------------------------------------------------------------
+  def evaluate(self, state: steps.TrainState) -> dict[str, float]:
+    """One pass over the eval split: loss, top-1/top-5, and for multi-label data the
+    weighted MAP@K of the evaluator (with a random-score baseline for reference)."""
+    config = self.config
+    multi = self.task == "multi_label"
+    if multi:
+      k, weights = config.map_k, self.data.class_weights
+      evaluator = StreamingMapAtK(self.data.num_classes, k=k, class_weights=weights)
+      baseline = StreamingMapAtK(self.data.num_classes, k=k, class_weights=weights)
+      rng = np.random.default_rng(config.seed)
+    totals, num_batches = None, 0
+    for local in self.data.eval_batches():
+      batch = partitioning.make_global_batch(local, self.data_sharding)
+      metrics, scores = self.eval_step(state, batch)
+      totals = metrics if totals is None else totals.merge(metrics)
+      num_batches += 1
+      if multi:
+        rows = partitioning.local_rows(scores)
+        evaluator.update(rows, local["label"], indices=local["index"], mask=local["mask"])
+        baseline.update(rng.random(rows.shape, np.float32), local["label"],
+                        indices=local["index"], mask=local["mask"])
+    if totals is None:
+      raise ValueError(f"The eval split {config.eval_split!r} yielded no batches.")
+    results = {f"eval_{name}": float(value) for name, value in totals.compute().items()}
+    if multi:
+      results[f"eval_map_at_{config.map_k}"] = _merged_result(evaluator)
+      results[f"eval_map_at_{config.map_k}_random_scores"] = _merged_result(baseline)
+    return results
+
+
+def _merged_result(evaluator: StreamingMapAtK) -> float:
+  """Combines every process's evaluator state (all-gather) and computes MAP@K."""
+  if jax.process_count() == 1:
+    return evaluator.result()
+  gathered = multihost_utils.process_allgather(evaluator.state_arrays())
+  total = StreamingMapAtK(evaluator.num_classes, k=evaluator.k,
+                          class_weights=evaluator.class_weights)
+  for p in range(jax.process_count()):
+    total.merge(StreamingMapAtK.from_state_arrays(
+        {name: array[p] for name, array in gathered.items()}, evaluator.num_classes,
+        k=evaluator.k, class_weights=evaluator.class_weights))
+  return total.result()
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (or, with eval_only, evaluates) as the config says; returns the last
+  evaluation's metrics."""
+  validate_config(config)
+  mesh = partitioning.create_mesh(config.get("num_devices", -1))
+  partitioning.check_batch_size(config.batch_size, mesh, "batch_size")
+  partitioning.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  writer = metric_writers.create_default_writer(workdir,
+                                                just_logging=jax.process_index() > 0)
+  manager = checkpointing.create_manager(
+      os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
+      asynchronous=config.get("async_checkpointing", True))
+  start_step = manager.latest_step() or 0
+  data = input_pipeline.create_datasets(config, process_index=jax.process_index(),
+                                        process_count=jax.process_count(),
+                                        start_step=start_step)
+  trainer = Trainer(config, mesh, data)
+  _write_config(config, workdir)
+  num_steps = optim.steps_for(config, data.num_train_examples)
+  logging.info("Model: %d trainable parameters; %s on %d device(s), %d process(es).",
+               _count(trainer.abstract_state.params), trainer.task, trainer.mesh.size,
+               jax.process_count())
+
+  state = trainer.initial_state(manager)
+  step = int(state.step)
+  if config.get("eval_only"):
+    results = trainer.evaluate(state)
+    writer.write_scalars(step, results)
+    writer.flush()
+    manager.close()
+    return results
+
+  hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                           every_secs=config.get("progress_every_secs", 60))]
+  results: dict[str, float] = {}
+  train_metrics = None
+  batches = partitioning.prefetch_to_mesh(data.train, trainer.data_sharding,
+                                          config.get("prefetch_to_device", 2))
+  rng = jax.random.key(config.seed + 1)
+  last_log = (time.perf_counter(), step)
+  logging.info("Training from step %d to %d.", step, num_steps)
+  with metric_writers.ensure_flushes(writer):
+    while step < num_steps:
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, metrics = trainer.train_step(state, next(batches), rng)
+      step += 1
+      train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
+      for hook in hooks:
+        hook(step)
+      if step % config.log_every_steps == 0 or step == num_steps:
+        scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
+        elapsed, steps_done = time.perf_counter() - last_log[0], step - last_log[1]
+        scalars["train_steps_per_sec"] = steps_done / elapsed
+        scalars["train_images_per_sec"] = steps_done * config.batch_size / elapsed
+        writer.write_scalars(step, scalars)
+        train_metrics, last_log = None, (time.perf_counter(), step)
+      if step % config.eval_every_steps == 0 or step == num_steps:
+        with hooks[0].timed("eval"):
+          results = trainer.evaluate(state)
+        writer.write_scalars(step, results)
+      if step % config.checkpoint_every_steps == 0 or step == num_steps:
+        trainer.save(manager, state, force=step == num_steps)
+  manager.wait_until_finished()
+  manager.close()
+  if not results:  # resumed at the last step: report the final model anyway
+    results = trainer.evaluate(state)
+    writer.write_scalars(step, results)
+  return results
+
+
+def _count(tree: Any) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
