@@ -9,7 +9,6 @@ Multi-host: start one process per host with --distributed (coordinator auto-dete
 TPU pods and SLURM) or with --coordinator_address, --num_processes and --process_id.
 """
 import json
-import logging as std_logging
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TensorFlow loads
@@ -17,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TensorFlow loads
 import jax  # pylint: disable=wrong-import-position
 from absl import app, flags, logging  # pylint: disable=wrong-import-position
 from ml_collections import config_flags  # pylint: disable=wrong-import-position
+
+from xception_jax import logs  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
@@ -30,23 +31,10 @@ flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Keeps the console about the run: libraries' INFO chatter (Orbax logs every file it
-  writes, tfds every dataset it opens) is dropped; their warnings and errors stay."""
-  QUIET = {"/orbax/": std_logging.WARNING, "/tensorflow_datasets/": std_logging.ERROR,
-           "xla_bridge.py": std_logging.WARNING}
-
-  def filter(self, record):
-    for fragment, level in self.QUIET.items():
-      if fragment in record.pathname:
-        return record.levelno >= level
-    return True
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logs.quiet_library_logs()
   if FLAGS.distributed or FLAGS.coordinator_address:
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)

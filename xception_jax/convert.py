@@ -401,26 +401,11 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["keras", "out"])
 
 
-def quiet_library_logs() -> None:
-  """Keeps the console about this command: Orbax logs every file it touches at INFO,
-  JAX every backend it fails to find; their warnings and errors stay."""
-  import logging as std_logging
-
-  from absl import logging
-
-  class _Quiet(std_logging.Filter):
-    def filter(self, record):
-      if "/orbax/" in record.pathname or "xla_bridge.py" in record.pathname:
-        return record.levelno >= std_logging.WARNING
-      return True
-
-  logging.get_absl_handler().addFilter(_Quiet())
-
-
 def main(argv: Sequence[str]) -> None:
   from absl import app, flags, logging
 
   from xception_jax import checkpointing
+  from xception_jax.logs import quiet_library_logs
 
   quiet_library_logs()
   if len(argv) > 1:

@@ -216,7 +216,7 @@ def main(argv: Sequence[str]) -> None:
 
   import tensorflow as tf
 
-  from xception_jax.convert import quiet_library_logs
+  from xception_jax.logs import quiet_library_logs
 
   quiet_library_logs()
   tf.config.set_visible_devices([], "GPU")  # TensorFlow only decodes images here.

@@ -198,6 +198,18 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
       f.write(config.to_json_best_effort(indent=2))
 
 
+def _create_datasets(config: ml_collections.ConfigDict, start_step: int):
+  """This process's data. In multi-process runs process 0 alone generates the embedded
+  dataset while the others wait, so processes sharing a data_dir do not race."""
+  if jax.process_count() > 1 and config.dataset == input_pipeline.sources.EMBEDDED_NAME:
+    if jax.process_index() == 0:
+      input_pipeline.embedded_shapes.prepare(config.data_dir, **config.embedded.to_dict())
+    multihost_utils.sync_global_devices("embedded dataset prepared")
+  return input_pipeline.create_datasets(config, process_index=jax.process_index(),
+                                        process_count=jax.process_count(),
+                                        start_step=start_step)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or, with eval_only, evaluates) as the config says; returns the last
   evaluation's metrics."""
@@ -213,9 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
       asynchronous=config.get("async_checkpointing", True))
   start_step = manager.latest_step() or 0
-  data = input_pipeline.create_datasets(config, process_index=jax.process_index(),
-                                        process_count=jax.process_count(),
-                                        start_step=start_step)
+  data = _create_datasets(config, start_step)
   trainer = Trainer(config, mesh, data)
   _write_config(config, workdir)
   num_steps = optim.steps_for(config, data.num_train_examples)
