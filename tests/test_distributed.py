@@ -62,12 +62,7 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path):
 
   config = demo.get_config()
   config.data_dir = data_dir
-  for name, value in TINY.items():
-    *parents, leaf = name.split(".")
-    target = config
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
+  config.update_from_flattened_dict(TINY)
   config.eval_only = True
   config.init_from = workdir
   single = train.train_and_evaluate(config, str(tmp_path / "single"))

@@ -35,12 +35,7 @@ def _tiny_config(data_dir, **overrides):
   config.eval_every_steps = STEPS
   config.checkpoint_every_steps = 2
   config.async_checkpointing = False
-  for name, value in overrides.items():
-    target = config
-    *parents, leaf = name.split(".")
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
