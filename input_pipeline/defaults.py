@@ -1,5 +1,8 @@
 """The input-pipeline config fields and their defaults, in one place.
 
+Optional fields are `config_dict.placeholder`s (None until set) so that the command
+line can set them (`--config.data_dir=/data`); a plain None could not be overridden.
+
 Project configs start from `default_data_config()` and override fields:
 
   config = default_data_config()
@@ -9,6 +12,7 @@ Project configs start from `default_data_config()` and override fields:
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -18,13 +22,13 @@ def default_data_config() -> ml_collections.ConfigDict:
   # "open_images_v4", ...), "embedded_shapes", "folder:/path/to/root" or
   # "tfrecord_multilabel:/path/train-*.tfrecord".
   c.dataset = "embedded_shapes"
-  c.data_dir = None  # tfds data_dir; None = tfds default (~/tensorflow_datasets).
+  c.data_dir = config_dict.placeholder(str)  # tfds data_dir; None = tfds default (~/tensorflow_datasets).
   c.train_split = "train"
-  c.eval_split = "validation"  # None: no eval stream.
-  c.eval_files = None  # Eval shards (glob) for "tfrecord_multilabel:".
+  c.eval_split = "validation"  # "" (or None): no eval stream.
+  c.eval_files = config_dict.placeholder(str)  # Eval shards (glob) for "tfrecord_multilabel:".
   c.task = "multi_label"  # "single_label" | "multi_label".
-  c.num_classes = None  # None: the dataset's; if set, must match it.
-  c.class_weights_file = None  # One weight per line; multi-label evaluation.
+  c.num_classes = config_dict.placeholder(int)  # None: the dataset's; if set, must match it.
+  c.class_weights_file = config_dict.placeholder(str)  # One weight per line; multi-label evaluation.
 
   # Batches (global; each process loads batch_size // process_count).
   c.batch_size = 64
@@ -42,7 +46,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   # Throughput.
   c.prefetch_batches = 2
   c.cache = False  # Cache encoded train records and decoded eval rows in RAM.
-  c.input_threads = None  # tf.data threads per dataset; None = all cores.
+  c.input_threads = config_dict.placeholder(int)  # tf.data threads per dataset; None = all cores.
 
   # The embedded dataset (dataset = "embedded_shapes"): generated once into
   # data_dir, reused after.

@@ -148,6 +148,12 @@ def test_indivisible_batch_fails_before_compiling(data_dir, tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+def test_eval_only_without_a_checkpoint_is_an_error(data_dir, tmp_path):
+  with pytest.raises(FileNotFoundError, match="eval_only: no checkpoint in .* no config.init_from"):
+    train.train_and_evaluate(_tiny_config(data_dir, num_devices=1, eval_only=True),
+                             str(tmp_path / "empty"))
+
+
 def test_bad_config_fields_are_named(data_dir, tmp_path):
   with pytest.raises(ValueError, match="config.task"):
     train.train_and_evaluate(_tiny_config(data_dir, task="regression"), str(tmp_path))

@@ -129,6 +129,10 @@ class Trainer:
       return steps.TrainState(step=train["step"], params=variables["params"],
                               batch_stats=variables["batch_stats"],
                               opt_state=train["opt_state"])
+    if self.config.get("eval_only") and not self.config.get("init_from"):
+      raise FileNotFoundError(
+          f"eval_only: no checkpoint in {manager.directory} and no config.init_from; "
+          "point --workdir at a trained run or set --config.init_from=CHECKPOINT.")
     state = self.init(jax.random.key(self.config.seed))
     if self.config.get("init_from"):
       variables, _, step = checkpointing.load_variables(
@@ -152,25 +156,26 @@ class Trainer:
     """One pass over the eval split: loss, top-1/top-5, and for multi-label data the
     weighted MAP@K of the evaluator (with a random-score baseline for reference)."""
     config = self.config
+    if not self.data.num_eval_examples:
+      logging.warning("No eval split (config.eval_split=%r): nothing to evaluate.",
+                      config.eval_split)
+      return {}
     multi = self.task == "multi_label"
     if multi:
       k, weights = config.map_k, self.data.class_weights
       evaluator = StreamingMapAtK(self.data.num_classes, k=k, class_weights=weights)
       baseline = StreamingMapAtK(self.data.num_classes, k=k, class_weights=weights)
-      rng = np.random.default_rng(config.seed)
-    totals, num_batches = None, 0
+      rng = np.random.default_rng([config.seed, jax.process_index()])
+    totals = None
     for local in self.data.eval_batches():
       batch = partitioning.make_global_batch(local, self.data_sharding)
       metrics, scores = self.eval_step(state, batch)
       totals = metrics if totals is None else totals.merge(metrics)
-      num_batches += 1
       if multi:
         rows = partitioning.local_rows(scores)
         evaluator.update(rows, local["label"], indices=local["index"], mask=local["mask"])
         baseline.update(rng.random(rows.shape, np.float32), local["label"],
                         indices=local["index"], mask=local["mask"])
-    if totals is None:
-      raise ValueError(f"The eval split {config.eval_split!r} yielded no batches.")
     results = {f"eval_{name}": float(value) for name, value in totals.compute().items()}
     if multi:
       results[f"eval_map_at_{config.map_k}"] = _merged_result(evaluator)
@@ -192,9 +197,11 @@ def _merged_result(evaluator: StreamingMapAtK) -> float:
   return total.result()
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+def _write_config(config: ml_collections.ConfigDict, workdir: str, start_step: int) -> None:
+  """config.json for a new run; a resumed run keeps it and adds config_step<N>.json."""
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    name = "config.json" if start_step == 0 else f"config_step{start_step}.json"
+    with open(os.path.join(workdir, name), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
 
@@ -227,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   start_step = manager.latest_step() or 0
   data = _create_datasets(config, start_step)
   trainer = Trainer(config, mesh, data)
-  _write_config(config, workdir)
+  _write_config(config, workdir, start_step)
   num_steps = optim.steps_for(config, data.num_train_examples)
   logging.info("Model: %d trainable parameters; %s on %d device(s), %d process(es).",
                _count(trainer.abstract_state.params), trainer.task, trainer.mesh.size,
@@ -242,8 +249,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     manager.close()
     return results
 
-  hooks = [periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_secs=config.get("progress_every_secs", 60))]
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer,
+      every_secs=config.get("progress_every_secs", 60))
   results: dict[str, float] = {}
   train_metrics = None
   batches = partitioning.prefetch_to_mesh(data.train, trainer.data_sharding,
@@ -257,26 +265,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state, metrics = trainer.train_step(state, next(batches), rng)
       step += 1
       train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
-      for hook in hooks:
-        hook(step)
+      report_progress(step)
       if step % config.log_every_steps == 0 or step == num_steps:
         scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
+        if not np.isfinite(scalars["train_loss"]):
+          raise FloatingPointError(
+              f"Training loss is {scalars['train_loss']} at step {step}; the last "
+              f"checkpoint is in {manager.directory}. Lower the learning rate or check "
+              "the data.")
         elapsed, steps_done = time.perf_counter() - last_log[0], step - last_log[1]
         scalars["train_steps_per_sec"] = steps_done / elapsed
         scalars["train_images_per_sec"] = steps_done * config.batch_size / elapsed
         writer.write_scalars(step, scalars)
         train_metrics, last_log = None, (time.perf_counter(), step)
       if step % config.eval_every_steps == 0 or step == num_steps:
-        with hooks[0].timed("eval"):
+        with report_progress.timed("eval"):
           results = trainer.evaluate(state)
         writer.write_scalars(step, results)
+        last_log = (time.perf_counter(), step)  # images/s counts training time only
       if step % config.checkpoint_every_steps == 0 or step == num_steps:
         trainer.save(manager, state, force=step == num_steps)
+        last_log = (time.perf_counter(), step)
   manager.wait_until_finished()
   manager.close()
   if not results:  # resumed at the last step: report the final model anyway
     results = trainer.evaluate(state)
     writer.write_scalars(step, results)
+  logging.info("Finished at step %d; checkpoints in %s.", step, manager.directory)
   return results
 
 
