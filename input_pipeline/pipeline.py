@@ -106,7 +106,8 @@ def _tf_options(config) -> tf.data.Options:
   threads = defaults.get(config, "input_threads") or os.cpu_count() or 1
   options.threading.private_threadpool_size = int(threads)
   options.threading.max_intra_op_parallelism = 1
-  options.autotune.enabled = True
+  # Autotuning sizes the parallelism; without it AUTOTUNE means one call per core.
+  options.autotune.enabled = bool(defaults.get(config, "input_autotune"))
   options.experimental_optimization.map_parallelization = True
   return options
 
