@@ -2,9 +2,9 @@
 import ml_collections
 import pytest
 from absl import flags
-from ml_collections import config_dict, config_flags
+from ml_collections import config_flags
 
-from configs import base, demo, imagenet, multilabel
+from configs import demo, imagenet, multilabel
 from xception_jax.models import create_model
 
 

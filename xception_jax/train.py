@@ -13,13 +13,11 @@ when its shape differs) and `eval_only` restores, evaluates, prints and exits.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
