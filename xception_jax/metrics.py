@@ -30,9 +30,14 @@ class Count(metrics.Metric):
 
 
 @flax.struct.dataclass
-class SkippingTrainMetrics(TrainMetrics):
-  """TrainMetrics and the count of updates skipped for a non-finite loss or gradient
-  (config.skip_nonfinite_updates)."""
+class SkippingTrainMetrics(metrics.Collection):
+  """TrainMetrics' fields and the count of updates skipped for a non-finite loss or
+  gradient (config.skip_nonfinite_updates). clu reads only a class's own annotations,
+  so the fields are repeated rather than inherited."""
+  loss: metrics.Average.from_output("loss")
+  top_1: metrics.Average.from_output("top_1")
+  grad_norm: metrics.Average.from_output("grad_norm")
+  learning_rate: metrics.LastValue.from_output("learning_rate")
   skipped_updates: Count.from_output("skipped_updates")
 
 

@@ -265,7 +265,10 @@ def _check_workdir(workdir: str) -> None:
   existing = path
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
-  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+  if not os.path.isdir(existing):
+    raise ConfigError(f"--workdir = {workdir!r}: {existing!r} is a file; give a path "
+                      "under a directory.")
+  if not os.access(existing, os.W_OK | os.X_OK):
     raise ConfigError(f"--workdir = {workdir!r}: {existing!r} is not writable by this "
                       "user; choose another directory.")
 
