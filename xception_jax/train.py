@@ -301,7 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                       "Run the same command to continue.", preempt.signal_name, step,
                       manager.directory)
       return {**results, "preempted_at_step": step}
-  manager.wait_until_finished()
+    manager.wait_until_finished()  # still under the handler: a late SIGTERM waits too
   manager.close()
   if skipped_total:
     logging.warning("Skipped %d update(s) with a non-finite loss or gradient.", skipped_total)
