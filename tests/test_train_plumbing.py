@@ -40,7 +40,7 @@ def _config(**overrides):
 def _trainer(task="multi_label", num_devices=4, **overrides):
   config = _config(**overrides)
   mesh = partitioning.create_mesh(num_devices)
-  data = types.SimpleNamespace(task=task, num_classes=CLASSES)
+  data = types.SimpleNamespace(task=task, num_classes=CLASSES, num_train_examples=1000)
   trainer = train.Trainer(config, mesh, data)
   return trainer, trainer.init(jax.random.key(config.seed))
 

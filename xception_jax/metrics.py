@@ -51,3 +51,10 @@ class EvalMetrics(metrics.Collection):
   loss: metrics.Average.from_output("loss")
   top_1: metrics.Average.from_output("top_1")
   top_5: metrics.Average.from_output("top_5")
+
+
+@flax.struct.dataclass
+class SegmentationEvalMetrics(metrics.Collection):
+  """The eval loss per labelled pixel (padding rows and the ignore label left out); mean
+  IoU and pixel accuracy come from the confusion matrix (evaluation.StreamingMeanIoU)."""
+  loss: metrics.Average.from_output("loss")

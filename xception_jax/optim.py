@@ -9,6 +9,9 @@ Weight decay is the L2 regularisation of Keras/TensorFlow (`kernel_regularizer`)
 gradient of (weight_decay / 2) * ||w||^2 is added to the gradient of every kernel
 (convolution and dense weights), not to BatchNorm scales/shifts or biases.
 
+DeepLab v3+ (segmentation) uses the "poly" schedule instead:
+lr = base * (1 - step / total_steps) ** 0.9 (`lr_schedule='poly'`, `lr_poly_power`).
+
 RMSprop follows TensorFlow's `RMSPropOptimizer` that the paper's runs used: the second
 moment starts at 1.0 (optax `initial_scale`), and epsilon (1.0 in the Inception
 recipes) is added inside the square root.
@@ -23,23 +26,38 @@ import ml_collections
 import optax
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Staircase exponential decay, optional linear warm-up, optional batch-size scaling.
+SCHEDULES = ("exponential", "poly")
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict,
+                           total_steps: int | None = None) -> optax.Schedule:
+  """Staircase exponential decay (the paper's) or DeepLab's poly decay, optional linear
+  warm-up, optional batch-size scaling.
 
   Fields: learning_rate, lr_base_batch_size (None: no scaling, else
-  lr = learning_rate * batch_size / lr_base_batch_size), lr_decay_rate,
-  lr_decay_every_examples (examples seen between decays, counted from step 0),
-  warmup_steps (linear ramp from 0 over the first steps).
+  lr = learning_rate * batch_size / lr_base_batch_size), lr_schedule ('exponential' |
+  'poly'); exponential: lr_decay_rate, lr_decay_every_examples (examples seen between
+  decays, counted from step 0); poly: lr_poly_power (0.9), over `total_steps` (the
+  run's length, required); warmup_steps (linear ramp from 0 over the first steps).
   """
   base = config.learning_rate
   if config.get("lr_base_batch_size"):
     base = base * config.batch_size / config.lr_base_batch_size
-  if config.lr_decay_every_examples <= 0:
-    raise ValueError("config.lr_decay_every_examples must be positive "
-                     f"(got {config.lr_decay_every_examples}).")
-  decay_steps = config.lr_decay_every_examples / config.batch_size
-  decay = optax.exponential_decay(base, transition_steps=decay_steps,
-                                  decay_rate=config.lr_decay_rate, staircase=True)
+  kind = config.get("lr_schedule", "exponential")
+  if kind not in SCHEDULES:
+    raise ValueError(f"config.lr_schedule must be one of {SCHEDULES}; got {kind!r}.")
+  if kind == "poly":
+    if not total_steps or total_steps <= 0:
+      raise ValueError("lr_schedule='poly' needs the run's length: total_steps > 0.")
+    decay = optax.polynomial_schedule(base, 0.0, config.get("lr_poly_power", 0.9),
+                                      transition_steps=total_steps)
+  else:
+    if config.lr_decay_every_examples <= 0:
+      raise ValueError("config.lr_decay_every_examples must be positive "
+                       f"(got {config.lr_decay_every_examples}).")
+    decay_steps = config.lr_decay_every_examples / config.batch_size
+    decay = optax.exponential_decay(base, transition_steps=decay_steps,
+                                    decay_rate=config.lr_decay_rate, staircase=True)
   warmup = config.get("warmup_steps", 0)
   if not warmup:
     return decay
@@ -53,9 +71,10 @@ def decay_mask(params):
       lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def create_optimizer(config: ml_collections.ConfigDict,
+                     total_steps: int | None = None) -> optax.GradientTransformation:
   """SGD or RMSprop with momentum, L2 weight decay on kernels and optional clipping."""
-  schedule = learning_rate_schedule(config)
+  schedule = learning_rate_schedule(config, total_steps)
   parts = []
   if config.get("grad_clip_norm"):
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))

@@ -53,6 +53,26 @@ def top_k_score(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return jnp.mean(jnp.take_along_axis(labels, top, axis=-1), axis=-1)
 
 
+def objective(logits: jax.Array, labels: jax.Array, task: str,
+              label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """The training loss of a task over the global batch, and its top-1 figure.
+
+  single_label: mean softmax cross-entropy (optionally label-smoothed), top-1 accuracy;
+  multi_label: mean over images of the summed sigmoid cross-entropies, precision@1;
+  segmentation: mean softmax cross-entropy over the labelled pixels (label 255 is
+  ignored), pixel accuracy over the same pixels.
+  """
+  if task == "segmentation":
+    per_pixel, valid = losses.pixel_softmax_cross_entropy(logits, labels)
+    hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return losses.mean_over_valid(per_pixel, valid), losses.mean_over_valid(hits, valid)
+  if task == "single_label":
+    per_example = losses.softmax_cross_entropy(logits, labels, label_smoothing)
+  else:
+    per_example = losses.sigmoid_cross_entropy(logits, labels)
+  return jnp.mean(per_example), jnp.mean(top_k_score(logits, labels, 1))
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, schedule: optax.Schedule, task: str,
                label_smoothing: float = 0.0, skip_nonfinite: bool = False
@@ -69,20 +89,17 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Modu
     logits, updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
         mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-    if task == "single_label":
-      per_example = losses.softmax_cross_entropy(logits, batch["label"], label_smoothing)
-    else:
-      per_example = losses.sigmoid_cross_entropy(logits, batch["label"])
-    return jnp.mean(per_example), (logits, updates["batch_stats"])
+    loss, top_1 = objective(logits, batch["label"], task, label_smoothing)
+    return loss, (top_1, updates["batch_stats"])
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (loss, (top_1, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             batch_stats=batch_stats, opt_state=opt_state)
   grad_norm = optax.tree.norm(grads)
-  outputs = dict(loss=loss, top_1=jnp.mean(top_k_score(logits, batch["label"], 1)),
-                 grad_norm=grad_norm, learning_rate=schedule(state.step))
+  outputs = dict(loss=loss, top_1=top_1, grad_norm=grad_norm,
+                 learning_rate=schedule(state.step))
   if not skip_nonfinite:
     return new_state, TrainMetrics.single_from_model_output(**outputs)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

@@ -31,8 +31,9 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 import input_pipeline
-from xception_jax import checkpointing, optim, partitioning, preemption, steps, validation
-from xception_jax.evaluation import StreamingMapAtK
+from xception_jax import (checkpointing, optim, partitioning, preemption,
+                          segmentation_steps, steps, validation)
+from xception_jax.evaluation import StreamingMapAtK, StreamingMeanIoU
 from xception_jax.models import create_model, model_to_fields
 
 def _model(config: ml_collections.ConfigDict, num_classes: int):
@@ -75,8 +76,9 @@ class Trainer:
     self.mesh = mesh
     self.task = data.task
     self.model = _model(config, data.num_classes)
-    self.schedule = optim.learning_rate_schedule(config)
-    self.tx = optim.create_optimizer(config)
+    total_steps = optim.steps_for(config, data.num_train_examples)
+    self.schedule = optim.learning_rate_schedule(config, total_steps)
+    self.tx = optim.create_optimizer(config, total_steps)
     self.data_sharding = partitioning.data_sharding(self.mesh)
     replicated = partitioning.replicated(self.mesh)
 
@@ -96,10 +98,21 @@ class Trainer:
                           skip_nonfinite=config.get("skip_nonfinite_updates", False)),
         in_shardings=(self.state_sharding, self.data_sharding, replicated),
         out_shardings=(self.state_sharding, replicated), donate_argnums=0)
-    self.eval_step = jax.jit(
-        functools.partial(steps.eval_step, model=self.model, task=self.task),
-        in_shardings=(self.state_sharding, self.data_sharding),
-        out_shardings=(replicated, self.data_sharding))
+    if self.task == "segmentation":
+      # The confusion matrix of the global batch, the same on every process.
+      self.eval_step = jax.jit(
+          functools.partial(segmentation_steps.eval_step, model=self.model,
+                            num_classes=data.num_classes,
+                            ignore_label=getattr(data, "ignore_label", 255),
+                            scales=tuple(config.get("eval_scales", (1.0,))),
+                            flip=config.get("eval_flip", False)),
+          in_shardings=(self.state_sharding, self.data_sharding),
+          out_shardings=(replicated, replicated))
+    else:
+      self.eval_step = jax.jit(
+          functools.partial(steps.eval_step, model=self.model, task=self.task),
+          in_shardings=(self.state_sharding, self.data_sharding),
+          out_shardings=(replicated, self.data_sharding))
 
   # -- state -------------------------------------------------------------------------
   def initial_state(self, manager) -> steps.TrainState:
@@ -150,6 +163,8 @@ class Trainer:
       logging.warning("No eval split (config.eval_split=%r): nothing to evaluate.",
                       config.eval_split)
       return {}
+    if self.task == "segmentation":
+      return self._evaluate_segmentation(state, stop)
     multi = self.task == "multi_label"
     if multi:
       k, weights = config.map_k, self.data.class_weights
@@ -177,6 +192,38 @@ class Trainer:
     return results
 
 
+  def _evaluate_segmentation(self, state: steps.TrainState, stop=None) -> dict[str, float]:
+    """Loss per labelled pixel, mean IoU, pixel accuracy and per-class IoU over the eval
+    split, and the mean IoU of predicting the most frequent class everywhere (chance)."""
+    evaluator = StreamingMeanIoU(self.data.num_classes,
+                                 ignore_label=getattr(self.data, "ignore_label", 255))
+    totals = None
+    for local in self.data.eval_batches():
+      if stop is not None and stop():
+        logging.warning("Evaluation at step %d interrupted (preemption).", int(state.step))
+        return {}
+      batch = partitioning.make_global_batch(local, self.data_sharding)
+      metrics, confusion = self.eval_step(state, batch)
+      totals = metrics if totals is None else totals.merge(metrics)
+      evaluator.add_confusion_matrix(np.asarray(jax.device_get(confusion)))
+      preemption.fault_point("eval", int(state.step))
+    iou = evaluator.result()
+    results = {f"eval_{name}": float(value) for name, value in totals.compute().items()}
+    results["eval_mean_iou"] = float(iou["mean_iou"])
+    results["eval_pixel_accuracy"] = float(iou["pixel_accuracy"])
+    results["eval_mean_iou_majority_class"] = _majority_class_mean_iou(evaluator.confusion)
+    for c, value in enumerate(iou["per_class_iou"]):
+      results[f"eval_iou/class_{c}"] = float(value)
+    return results
+
+
+def _majority_class_mean_iou(confusion: np.ndarray) -> float:
+  """The mean IoU of predicting the most frequent ground-truth class at every pixel:
+  that class scores its pixel share, every other class present scores 0."""
+  pixels = confusion.sum(axis=1)
+  return float(pixels.max() / pixels.sum() / np.count_nonzero(pixels))
+
+
 def _merged_result(evaluator: StreamingMapAtK) -> float:
   """Combines every process's evaluator state (all-gather) and computes MAP@K."""
   if jax.process_count() == 1:
@@ -202,13 +249,19 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str, start_step: i
 def _create_datasets(config: ml_collections.ConfigDict, start_step: int):
   """This process's data. In multi-process runs process 0 alone generates the embedded
   dataset while the others wait, so processes sharing a data_dir do not race."""
-  if jax.process_count() > 1 and config.dataset == input_pipeline.sources.EMBEDDED_NAME:
+  segmentation = config.task == "segmentation"
+  if jax.process_count() > 1:
     if jax.process_index() == 0:
-      input_pipeline.embedded_shapes.prepare(config.data_dir, **config.embedded.to_dict())
+      if config.dataset == input_pipeline.sources.EMBEDDED_NAME:
+        input_pipeline.embedded_shapes.prepare(config.data_dir, **config.embedded.to_dict())
+      elif config.dataset == input_pipeline.embedded_shapes_segmentation.NAME:
+        input_pipeline.embedded_shapes_segmentation.prepare(
+            config.data_dir, **config.embedded_segmentation.to_dict())
     multihost_utils.sync_global_devices("embedded dataset prepared")
-  return input_pipeline.create_datasets(config, process_index=jax.process_index(),
-                                        process_count=jax.process_count(),
-                                        start_step=start_step)
+  create = (input_pipeline.create_segmentation_datasets if segmentation
+            else input_pipeline.create_datasets)
+  return create(config, process_index=jax.process_index(),
+                process_count=jax.process_count(), start_step=start_step)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

@@ -81,7 +81,14 @@ def increasing_pair(lo: float, hi: float) -> Callable[[Any], bool]:
 
 
 OPTIMIZERS = ("sgd", "rmsprop")
-TASKS = ("single_label", "multi_label")
+TASKS = ("single_label", "multi_label", "segmentation")
+SCHEDULES = ("exponential", "poly")
+
+
+def positive_numbers(v) -> bool:
+  """A non-empty sequence of numbers > 0 (e.g. inference scales)."""
+  return (isinstance(v, (tuple, list)) and len(v) > 0
+          and all(positive(x) for x in v))
 
 # (field, test, what is allowed). Fields absent from a config are skipped.
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
@@ -106,6 +113,13 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("embedded.num_classes", between(1, 24), "an integer in [1, 24] (4 colours x 6 shapes)"),
     ("embedded.max_objects", at_least(1), "an integer >= 1"),
     ("embedded.zipf_exponent", at_least(0.0, integer=False), "a number >= 0"),
+    # Segmentation data (input_pipeline/segmentation_pipeline.py).
+    ("eval_image_size", optional(at_least(1)), "None (image_size) or an integer >= 1"),
+    ("min_scale_factor", positive, "a number > 0"),
+    ("max_scale_factor", positive, "a number > 0 (>= min_scale_factor)"),
+    ("scale_factor_step_size", at_least(0.0, integer=False), "a number >= 0 (0: continuous)"),
+    ("eval_scales", positive_numbers, "a non-empty tuple of numbers > 0, e.g. (1.0,)"),
+    ("eval_flip", boolean, "True or False"),
     # Model fields the paper's networks share (the model checks the rest itself).
     ("model.dropout_rate", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
     ("model.width_multiplier", positive, "a number > 0"),
@@ -118,6 +132,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("learning_rate", positive, "a number > 0"),
     ("lr_base_batch_size", optional(at_least(1)), "None or an integer >= 1"),
     ("warmup_steps", at_least(0), "an integer >= 0"),
+    ("lr_schedule", one_of(*SCHEDULES), f"one of {SCHEDULES}"),
+    ("lr_poly_power", positive, "a number > 0 (DeepLab: 0.9)"),
     ("lr_decay_rate", between(0.0, 1.0, lo_open=True), "a number in (0, 1] (1: no decay)"),
     ("lr_decay_every_examples", positive, "a number > 0"),
     ("momentum", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),

@@ -1,0 +1,83 @@
+"""Semantic segmentation's evaluation step and DeepLab's multi-scale, flipped inference.
+
+Training shares `steps.train_step` (its objective for task 'segmentation' is the mean
+per-pixel softmax cross-entropy over labelled pixels). Evaluation differs from
+classification's: instead of scores for a ranking evaluator it returns the confusion
+matrix of the global batch (rows ground truth, columns prediction; int32), computed
+under jit across all devices, so every process receives the same global counts and the
+host adds them in int64 (`evaluation.StreamingMeanIoU.add_confusion_matrix`). No
+all-gather is needed: the sum over processes is part of the compiled step.
+
+Inference as DeepLab reports its best numbers (`eval_scales`, `eval_flip`): the image is
+resized by each scale (bilinear), the model's logits are resized back to the input size,
+softmax probabilities are averaged over scales (and over the left-right flipped input,
+flipped back), and the class is their argmax. With scales (1.0,) and no flip this is
+the plain argmax of the logits.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xception_jax import losses
+from xception_jax.evaluation.mean_iou import confusion_matrix_jax
+from xception_jax.metrics import SegmentationEvalMetrics
+
+
+def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
+  return jax.image.resize(x, (x.shape[0], height, width, x.shape[-1]), "bilinear")
+
+
+def predict_probabilities(model: nn.Module, variables: dict, images: jax.Array,
+                          scales: Sequence[float] = (1.0,), flip: bool = False
+                          ) -> jax.Array:
+  """Class probabilities [B, H, W, C] averaged over scales and (optionally) flips."""
+  height, width = images.shape[1], images.shape[2]
+  total, count = None, 0
+  for scale in scales:
+    scaled = images
+    if scale != 1.0:
+      scaled = _resize(images, round(height * scale), round(width * scale))
+    for flipped in ((False, True) if flip else (False,)):
+      inputs = scaled[:, :, ::-1] if flipped else scaled
+      logits = model.apply(variables, inputs, train=False)
+      if flipped:
+        logits = logits[:, :, ::-1]
+      if logits.shape[1:3] != (height, width):
+        logits = _resize(logits, height, width)
+      probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+      total = probabilities if total is None else total + probabilities
+      count += 1
+  return total / count
+
+
+def eval_step(state, batch: dict, *, model: nn.Module, num_classes: int,
+              ignore_label: int = 255, scales: Sequence[float] = (1.0,),
+              flip: bool = False) -> tuple[SegmentationEvalMetrics, jax.Array]:
+  """The loss over labelled pixels of the real rows, and the batch's confusion matrix.
+
+  With the default single scale the loss is the cross-entropy of the model's logits;
+  with several scales or flips, of the averaged probabilities.
+  """
+  labels = batch["label"]
+  if tuple(scales) == (1.0,) and not flip:
+    logits = model.apply(state.variables, batch["image"], train=False)
+    per_pixel, valid = losses.pixel_softmax_cross_entropy(logits, labels, ignore_label)
+    predictions = jnp.argmax(logits, axis=-1)
+  else:
+    probabilities = predict_probabilities(model, state.variables, batch["image"], scales,
+                                          flip)
+    valid = labels != ignore_label
+    picked = jnp.take_along_axis(probabilities, jnp.where(valid, labels, 0)[..., None],
+                                 axis=-1)[..., 0]
+    per_pixel = -jnp.log(jnp.maximum(picked, 1e-12))
+    predictions = jnp.argmax(probabilities, axis=-1)
+  real = batch["mask"].astype(bool)[:, None, None]
+  metrics = SegmentationEvalMetrics.single_from_model_output(loss=per_pixel,
+                                                             mask=valid & real)
+  confusion = confusion_matrix_jax(predictions, labels, num_classes, ignore_label,
+                                   mask=batch["mask"])
+  return metrics, confusion
