@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from reference import conv_torch_style
 from xception_jax.models import depthwise, layers
 
 IMPLS = sorted(depthwise.DEPTHWISE_IMPLEMENTATIONS)
@@ -27,28 +28,6 @@ def _spaced_out(kernel, dilation):
   kh, kw, one, c = kernel.shape
   big = jnp.zeros((dilation * (kh - 1) + 1, dilation * (kw - 1) + 1, one, c), kernel.dtype)
   return big.at[::dilation, ::dilation].set(kernel)
-
-
-def _torch_style_conv(x, kernel, groups, stride, dilation):
-  """Brute-force grouped cross-correlation with PyTorch's symmetric padding, float64."""
-  x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
-  kh, kw, cin_group, cout = kernel.shape
-  n, h, w, c = x.shape
-  pad = dilation * (kh // 2)
-  xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  oh = (h + 2 * pad - dilation * (kh - 1) - 1) // stride + 1
-  ow = (w + 2 * pad - dilation * (kw - 1) - 1) // stride + 1
-  out = np.zeros((n, oh, ow, cout))
-  cout_group = cout // groups
-  for o in range(cout):
-    g = o // cout_group
-    for i in range(oh):
-      for j in range(ow):
-        patch = xp[:, stride * i:stride * i + dilation * (kh - 1) + 1:dilation,
-                   stride * j:stride * j + dilation * (kw - 1) + 1:dilation,
-                   g * cin_group:(g + 1) * cin_group]
-        out[:, i, j, o] = np.einsum("nabc,abc->n", patch, kernel[..., o])
-  return out
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -108,7 +87,7 @@ def test_spatial_conv_strides_and_dilation_match_torch_definition(impl, segments
   variables = module.init(jax.random.key(21), x)
   kernel = np.asarray(variables["params"]["kernel"])
   groups = 4 if segments is None else segments
-  want = _torch_style_conv(x, kernel, groups, strides, dilation)
+  want = conv_torch_style(x, kernel, groups, strides, dilation)
   got = np.asarray(module.apply(variables, x))
   assert got.shape == want.shape == (2, -(-size[0] // strides), -(-size[1] // strides), 4)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -132,7 +111,7 @@ def test_separable_conv_passes_strides_and_dilation_to_its_spatial_conv():
   x = jax.random.normal(jax.random.key(40), (1, 9, 9, 4), jnp.float32)
   module = layers.SeparableConv(6, strides=2, dilation=2, depthwise_impl="shift")
   params = module.init(jax.random.key(41), x)["params"]
-  want = _torch_style_conv(x, params["depthwise"]["kernel"], 4, 2, 2) @ np.asarray(
+  want = conv_torch_style(x, params["depthwise"]["kernel"], 4, 2, 2) @ np.asarray(
       params["pointwise"]["kernel"][0, 0], np.float64)
   np.testing.assert_allclose(np.asarray(module.apply({"params": params}, x)), want,
                              rtol=1e-5, atol=1e-5)
