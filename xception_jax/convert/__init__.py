@@ -16,14 +16,14 @@ import numpy as np
 
 from xception_jax.convert.keras import (KerasFileError, from_keras, keras_layer_specs,
                                         read_keras_file)
-from xception_jax.convert.timm import (TimmFileError, convert_state_dict, from_timm,
-                                       read_timm_file)
+from xception_jax.convert.timm import (TimmFileError, convert_state_dict, expected_keys,
+                                       from_timm, read_timm_file)
 
 
 def count_parameters(variables: Mapping[str, Any]) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("params", {})))
 
 
-__all__ = ["KerasFileError", "TimmFileError", "convert_state_dict", "count_parameters",
+__all__ = ["KerasFileError", "TimmFileError", "convert_state_dict", "count_parameters", "expected_keys",
            "from_keras", "from_timm", "keras_layer_specs", "read_keras_file",
            "read_timm_file"]

@@ -32,6 +32,8 @@ flags.DEFINE_string("keras", None, "Keras Xception weights: .h5, .weights.h5 or 
 flags.DEFINE_string("timm", None, "timm aligned Xception state dict (.safetensors).")
 flags.DEFINE_enum("arch", None, ALIGNED, "With --timm: the architecture of the file.")
 flags.DEFINE_integer("output_stride", 32, "With --timm: 32, 16 or 8 (dilated last stages).")
+flags.DEFINE_float("width_multiplier", 1.0,
+                   "With --timm: the width of a scaled-down file (tests, CPU demos).")
 flags.DEFINE_string("out", None, "New checkpoint directory (must not exist or be empty).")
 flags.DEFINE_boolean("include_top", None,
                      "Keep the classifier (default: detect it from the file); "
@@ -43,8 +45,9 @@ def _convert(FLAGS) -> tuple:
   if bool(FLAGS.keras) == bool(FLAGS.timm):
     raise app.UsageError("Give exactly one of --keras=FILE or --timm=FILE.")
   if FLAGS.keras:
-    if FLAGS.arch or FLAGS.output_stride != 32:
-      raise app.UsageError("--arch and --output_stride go with --timm, not --keras.")
+    if FLAGS.arch or FLAGS.output_stride != 32 or FLAGS.width_multiplier != 1.0:
+      raise app.UsageError(
+          "--arch, --output_stride and --width_multiplier go with --timm, not --keras.")
     layers, fmt = keras_convert.read_keras_file(FLAGS.keras)
     model, variables = keras_convert._convert(  # pylint: disable=protected-access
         layers, repr(FLAGS.keras), FLAGS.include_top, {})
@@ -53,7 +56,8 @@ def _convert(FLAGS) -> tuple:
     raise app.UsageError(f"--timm needs --arch, one of {list(ALIGNED)}.")
   model, variables = timm_convert.from_timm(FLAGS.timm, FLAGS.arch,
                                             include_top=FLAGS.include_top,
-                                            output_stride=FLAGS.output_stride)
+                                            output_stride=FLAGS.output_stride,
+                                            width_multiplier=FLAGS.width_multiplier)
   return FLAGS.timm, f"timm {FLAGS.arch} safetensors", model, variables
 
 

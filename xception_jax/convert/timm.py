@@ -120,6 +120,18 @@ def _torch_shape(flax_shape: tuple[int, ...]) -> tuple[int, ...]:
   return tuple(flax_shape)
 
 
+def _abstract_variables(model: AlignedXception) -> dict:
+  return jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32)))
+
+
+def expected_keys(model: AlignedXception) -> list[tuple[str, tuple[int, ...]]]:
+  """The timm state-dict entries (name, PyTorch shape) of `model`, in timm's order."""
+  abstract = _abstract_variables(model)
+  return [(key, _torch_shape(tuple(_lookup(abstract[collection], path).shape)))
+          for key, collection, path in _entries(abstract, model)]
+
+
 def _lookup(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
   for part in path:
     tree = tree[part]
@@ -143,8 +155,7 @@ def convert_state_dict(state: Mapping[str, np.ndarray], arch: str, description: 
                           "convert with include_top=False for the features only.")
     fields["num_classes"] = int(state[HEAD_WEIGHT].shape[0])
   model = factory.create_model(fields, **overrides)
-  abstract = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32)))
+  abstract = _abstract_variables(model)
   variables: dict[str, dict] = {"params": {}, "batch_stats": {}}
   expected = _entries(abstract, model)
   for key, collection, path in expected:
