@@ -247,3 +247,20 @@ def test_cli_converts_and_the_trainer_fine_tunes_from_it(tmp_path):
   after = tuned["params"]["middle_flow_block1"]["sepconv1"]["pointwise"]["kernel"]
   assert 0 < np.abs(np.asarray(after) - np.asarray(before)).max() < 0.1  # started from it
 
+
+
+def test_predict_reads_a_converted_aligned_checkpoint(tmp_path):
+  """The checkpoint's fields rebuild the aligned network; predict's probabilities (shift
+  depthwise, 'auto' on CPU) equal a softmax of the converted model's logits."""
+  from xception_jax import predict
+
+  state = _tiny_timm_file(tmp_path / "tiny.safetensors", num_classes=10)
+  model, variables = convert.convert_state_dict(state, "xception41", width_multiplier=0.125)
+  checkpointing.save_variables(str(tmp_path / "ckpt"), variables,
+                               factory.model_to_fields(model))
+  predictor = predict.Predictor(str(tmp_path / "ckpt"))
+  assert isinstance(predictor.model, aligned_xception.AlignedXception)
+  assert predictor.model.depthwise_impl == "auto" and predictor.num_classes == 10
+  images = np.random.default_rng(1).uniform(-1, 1, (2, 40, 40, 3)).astype(np.float32)
+  want = jax.nn.softmax(_logits(model, variables, images))
+  np.testing.assert_allclose(predictor.probabilities(images), want, rtol=1e-4, atol=1e-6)
