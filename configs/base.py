@@ -13,6 +13,7 @@ from input_pipeline.defaults import default_data_config
 def model_config() -> ml_collections.ConfigDict:
   """The Xception fields (xception_jax.models.Xception), the paper's defaults."""
   return ml_collections.ConfigDict(dict(
+      architecture="xception",          # or xception41/65/71: the ':xception65' variant
       residual=True,                    # Figure 9's ablation: False
       intermediate_activation=config_dict.placeholder(str),  # None | 'relu' | 'elu' (Fig. 10)
       segments=config_dict.placeholder(int),  # None: depthwise; 1: regular conv; divisors between
@@ -26,6 +27,29 @@ def model_config() -> ml_collections.ConfigDict:
       bn_epsilon=1e-3,
       head_bias_init=0.0,
       dtype="float32",                  # compute dtype; 'bfloat16' on accelerators
+  ))
+
+
+ALIGNED_ARCHITECTURES = ("xception41", "xception65", "xception71")
+# Fields an aligned Xception shares with Xception: a variant carries their values over.
+_SHARED_MODEL_FIELDS = ("intermediate_activation", "segments", "depthwise_impl",
+                        "dropout_rate", "width_multiplier", "head_bias_init", "dtype")
+
+
+def aligned_model_config(architecture: str) -> ml_collections.ConfigDict:
+  """DeepLab v3+'s aligned Xception (xception_jax.models.AlignedXception), timm's BN."""
+  return ml_collections.ConfigDict(dict(
+      architecture=architecture,
+      output_stride=32,                 # 16 or 8: atrous last stages (dense prediction)
+      intermediate_activation=config_dict.placeholder(str),
+      segments=config_dict.placeholder(int),
+      depthwise_impl="auto",
+      dropout_rate=0.0,
+      width_multiplier=1.0,
+      bn_momentum=0.9,                  # timm's PyTorch momentum 0.1
+      bn_epsilon=1e-3,
+      head_bias_init=0.0,
+      dtype="float32",
   ))
 
 
@@ -70,9 +94,16 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def apply_model_variants(config: ml_collections.ConfigDict, variant: str) -> None:
-  """Comma-separated switches of the paper's experiments, e.g. 'no_residual,relu'."""
+  """Comma-separated switches of the paper's experiments, e.g. 'no_residual,relu', or an
+  aligned Xception depth ('xception65'), which replaces the model fields by that
+  network's, keeping the values of the fields both share (width, dtype, dropout...)."""
   for token in filter(None, (t.strip() for t in variant.split(","))):
-    if token == "no_residual":
+    if token in ALIGNED_ARCHITECTURES:
+      model = aligned_model_config(token)
+      for field in _SHARED_MODEL_FIELDS:
+        model[field] = config.model[field]
+      config.model = model
+    elif token == "no_residual":
       config.model.residual = False
     elif token in ("relu", "elu"):
       config.model.intermediate_activation = token
@@ -85,4 +116,5 @@ def apply_model_variants(config: ml_collections.ConfigDict, variant: str) -> Non
     else:
       raise ValueError(
           f"Unknown config variant {token!r}; known: no_residual, relu, elu, fc, "
-          "pointwise_first, segments=N (comma-separated).")
+          "pointwise_first, segments=N, xception41, xception65, xception71 "
+          "(comma-separated).")

@@ -14,8 +14,12 @@ Flax's HWIO layout.
   frameworks' depthwise kernels; this form is several times faster there
   (measured in shared/DESIGN.md and docs/PERFORMANCE.md).
 
-Both take NHWC inputs, stride 1, 'SAME' padding with odd kernel sizes, and are tested
-against each other (and against a per-channel loop) in tests/test_depthwise.py.
+Both take NHWC inputs, stride 1, 'SAME' padding with odd kernel sizes and a kernel
+`dilation` (atrous convolution, DeepLab's "output stride": the taps sit `dilation`
+pixels apart and the input is padded by dilation * (k // 2) on each side; the
+shift-and-multiply form simply shifts further). They are tested against each other,
+against a per-channel loop and against the undilated convolution of the spaced-out
+kernel in tests/test_depthwise.py.
 """
 from __future__ import annotations
 
@@ -28,22 +32,32 @@ from jax import lax
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
-def depthwise_conv_feature_group(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def depthwise_conv_feature_group(x: jax.Array, kernel: jax.Array,
+                                 dilation: int = 1) -> jax.Array:
   """Depthwise 'SAME' convolution through `feature_group_count` (the reference).
 
   Args:
     x: [N, H, W, C] inputs.
     kernel: [kh, kw, 1, C] depthwise kernel (Flax HWIO layout, one filter per channel).
+    dilation: spacing of the kernel's taps (1: an ordinary convolution).
   Returns:
     [N, H, W, C] outputs.
   """
-  _check_kernel(x, kernel)
+  _check_kernel(x, kernel, dilation)
   return lax.conv_general_dilated(
-      x, kernel, window_strides=(1, 1), padding="SAME",
-      dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=x.shape[-1])
+      x, kernel, window_strides=(1, 1), padding=same_padding(kernel.shape[:2], dilation),
+      rhs_dilation=(dilation, dilation), dimension_numbers=_DIMENSION_NUMBERS,
+      feature_group_count=x.shape[-1])
 
 
-def _check_kernel(x: jax.Array, kernel: jax.Array) -> None:
+def same_padding(kernel_size: tuple[int, int], dilation: int = 1) -> tuple[tuple[int, int], ...]:
+  """Symmetric 'SAME' padding of an odd kernel with dilated taps: dilation * (k // 2)."""
+  return tuple((dilation * (k // 2), dilation * (k // 2)) for k in kernel_size)
+
+
+def _check_kernel(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> None:
+  if not isinstance(dilation, int) or dilation < 1:
+    raise ValueError(f"depthwise dilation must be a positive integer; got {dilation!r}.")
   kh, kw, one, channels = kernel.shape
   if one != 1 or channels != x.shape[-1]:
     raise ValueError(
@@ -53,41 +67,50 @@ def _check_kernel(x: jax.Array, kernel: jax.Array) -> None:
     raise ValueError(f"depthwise kernel sizes must be odd for 'SAME' padding; got {(kh, kw)}.")
 
 
-def _shift_and_multiply(x: jax.Array, taps: jax.Array) -> jax.Array:
-  """sum_{i,j} pad(x)[:, i:i+H, j:j+W, :] * taps[i, j]: a 'SAME' depthwise correlation."""
+def _pad(x: jax.Array, kh: int, kw: int, dilation: int) -> jax.Array:
+  (top, bottom), (left, right) = same_padding((kh, kw), dilation)
+  return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+def _shift_and_multiply(x: jax.Array, taps: jax.Array, dilation: int) -> jax.Array:
+  """sum_{i,j} pad(x)[:, d*i : d*i+H, d*j : d*j+W, :] * taps[i, j]: a 'SAME' depthwise
+  correlation whose taps sit d = dilation pixels apart."""
   kh, kw, _ = taps.shape
   height, width = x.shape[1], x.shape[2]
-  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  padded = _pad(x, kh, kw, dilation)
   out = None
   for i in range(kh):
     for j in range(kw):
-      term = padded[:, i:i + height, j:j + width, :] * taps[i, j]
+      di, dj = i * dilation, j * dilation
+      term = padded[:, di:di + height, dj:dj + width, :] * taps[i, j]
       out = term if out is None else out + term
   return out
 
 
-@jax.custom_vjp
-def _depthwise_shift(x: jax.Array, taps: jax.Array) -> jax.Array:
-  return _shift_and_multiply(x, taps)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _depthwise_shift(x: jax.Array, taps: jax.Array, dilation: int) -> jax.Array:
+  return _shift_and_multiply(x, taps, dilation)
 
 
-def _depthwise_shift_fwd(x, taps):
-  return _shift_and_multiply(x, taps), (x, taps)
+def _depthwise_shift_fwd(x, taps, dilation):
+  return _shift_and_multiply(x, taps, dilation), (x, taps)
 
 
-def _depthwise_shift_bwd(residuals, g):
+def _depthwise_shift_bwd(dilation, residuals, g):
   x, taps = residuals
   kh, kw, _ = taps.shape
-  # Input gradient: the transposed correlation, i.e. the same op with flipped taps.
-  dx = _shift_and_multiply(g, taps[::-1, ::-1, :])
+  # Input gradient: the transposed correlation, i.e. the same op with flipped taps
+  # (symmetric padding makes the dilated 'SAME' correlation's transpose its own kind).
+  dx = _shift_and_multiply(g, taps[::-1, ::-1, :], dilation)
   # Kernel gradient: one multiply-and-reduce over N, H, W per tap, accumulated in f32.
   height, width = x.shape[1], x.shape[2]
-  padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  padded = _pad(x, kh, kw, dilation)
   rows = []
   for i in range(kh):
     row = []
     for j in range(kw):
-      window = padded[:, i:i + height, j:j + width, :]
+      di, dj = i * dilation, j * dilation
+      window = padded[:, di:di + height, dj:dj + width, :]
       row.append(jnp.sum(window * g, axis=(0, 1, 2), dtype=jnp.float32))
     rows.append(jnp.stack(row))
   dtaps = jnp.stack(rows).astype(taps.dtype)
@@ -97,13 +120,13 @@ def _depthwise_shift_bwd(residuals, g):
 _depthwise_shift.defvjp(_depthwise_shift_fwd, _depthwise_shift_bwd)
 
 
-def depthwise_conv_shift(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def depthwise_conv_shift(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> jax.Array:
   """Depthwise 'SAME' convolution as shift-and-multiply with a custom VJP (fast on CPU).
 
   Same contract as `depthwise_conv_feature_group`.
   """
-  _check_kernel(x, kernel)
-  return _depthwise_shift(x, kernel[:, :, 0, :])
+  _check_kernel(x, kernel, dilation)
+  return _depthwise_shift(x, kernel[:, :, 0, :], dilation)
 
 
 DEPTHWISE_IMPLEMENTATIONS = {

@@ -76,6 +76,12 @@ class SpatialConv(nn.Module):
 
   segments=None (or C) is a depthwise convolution; segments=1 a regular convolution.
   The kernel has Flax's grouped layout (k, k, C / segments, C).
+
+  `dilation` spaces the taps (atrous convolution) and `strides` keeps every s-th
+  output position; both pad symmetrically by dilation * (k // 2), PyTorch's (and
+  timm's) padding for odd kernels, so a strided output is exactly the stride-1 output
+  at positions 0, s, 2s, ... The shift-and-multiply depthwise form computes it that
+  way; the others pass the stride to `lax.conv_general_dilated`.
   """
   kernel_size: int = 3
   segments: Optional[int] = None
@@ -83,20 +89,28 @@ class SpatialConv(nn.Module):
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = default_kernel_init
+  strides: int = 1
+  dilation: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     channels = x.shape[-1]
     segments = check_segments(self.segments, channels, self.name or "")
-    k = self.kernel_size
+    k, s, d = self.kernel_size, self.strides, self.dilation
+    if s < 1 or d < 1 or (max(s, d) > 1 and k % 2 == 0):
+      raise ValueError(f"SpatialConv {self.name or ''}: strides={s} and dilation={d} must be "
+                       f">= 1, and need an odd kernel_size (got {k}) when above 1.")
     kernel = self.param("kernel", self.kernel_init,
                         (k, k, channels // segments, channels), self.param_dtype)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     if segments == channels:
       impl = depthwise.resolve_depthwise_impl(self.depthwise_impl)
-      return depthwise.DEPTHWISE_IMPLEMENTATIONS[impl](x, kernel)
+      if s == 1 or impl == "shift":
+        y = depthwise.DEPTHWISE_IMPLEMENTATIONS[impl](x, kernel, d)
+        return y[:, ::s, ::s, :] if s > 1 else y
+    padding = "SAME" if s == d == 1 else depthwise.same_padding((k, k), d)
     return lax.conv_general_dilated(
-        x, kernel, window_strides=(1, 1), padding="SAME",
+        x, kernel, window_strides=(s, s), padding=padding, rhs_dilation=(d, d),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=segments)
 
 
@@ -113,6 +127,7 @@ class SeparableConv(nn.Module):
       two operations (paper Figure 10).
     depthwise_impl: 'feature_group' (reference; GPU/TPU), 'shift' (fast on CPU) or
       'auto' (shift on the CPU backend, feature_group elsewhere).
+    strides, dilation: of the spatial convolution (see SpatialConv).
   """
   features: int
   kernel_size: int = 3
@@ -123,6 +138,8 @@ class SeparableConv(nn.Module):
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = default_kernel_init
+  strides: int = 1
+  dilation: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -130,7 +147,8 @@ class SeparableConv(nn.Module):
       raise ValueError(f"order must be one of {ORDERS}; got {self.order!r}.")
     act = activation_fn(self.intermediate_activation)
     spatial = SpatialConv(self.kernel_size, self.segments, self.depthwise_impl, self.dtype,
-                          self.param_dtype, self.kernel_init, name="depthwise")
+                          self.param_dtype, self.kernel_init, self.strides, self.dilation,
+                          name="depthwise")
     pointwise = PointwiseConv(self.features, 1, self.dtype, self.param_dtype,
                               self.kernel_init, name="pointwise")
     first, second = (spatial, pointwise) if self.order == ORDERS[0] else (pointwise, spatial)

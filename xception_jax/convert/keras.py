@@ -1,4 +1,4 @@
-"""Keras Xception weights -> Flax `Xception` variables and an Orbax checkpoint.
+"""Keras Xception weights -> Flax `Xception` variables (the CLI is in __main__.py).
 
     python -m xception_jax.convert --keras=xception_weights_tf_dim_ordering_tf_kernels.h5 \\
         --out=/ckpt/xception_keras
@@ -382,59 +382,3 @@ def _convert(layers: list[_FileLayer], description: str, include_top: Optional[b
         f"conversion left Flax variables unfilled {sorted(expected_paths - filled_paths)[:5]}"
         f" or filled unknown ones {sorted(filled_paths - expected_paths)[:5]}.")
   return model, variables
-
-
-def count_parameters(variables: Mapping[str, Any]) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("params", {})))
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def _define_flags() -> None:
-  from absl import flags
-  flags.DEFINE_string("keras", None, "Keras Xception weights: .h5, .weights.h5 or .keras.")
-  flags.DEFINE_string("out", None, "New checkpoint directory (must not exist or be empty).")
-  flags.DEFINE_boolean("include_top", None,
-                       "Keep the classifier (default: detect it from the file); "
-                       "--noinclude_top converts only the feature extractor.")
-  flags.mark_flags_as_required(["keras", "out"])
-
-
-def main(argv: Sequence[str]) -> None:
-  from absl import app, flags, logging
-
-  from xception_jax import checkpointing
-  from xception_jax.logs import quiet_library_logs
-
-  quiet_library_logs()
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  keras_path, include_top = flags.FLAGS.keras, flags.FLAGS.include_top
-  out = os.path.abspath(os.path.expanduser(flags.FLAGS.out))
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise SystemExit(
-        f"Refusing to write to {out!r}: it already exists and is not an empty directory "
-        "(an existing checkpoint is never overwritten). Choose another --out.")
-  try:
-    layers, fmt = read_keras_file(keras_path)
-    model, variables = _convert(layers, repr(keras_path), include_top, {})
-  except (FileNotFoundError, KerasFileError) as e:
-    raise SystemExit(f"Error: {e}") from None
-  logging.info("Read %s (%s): Xception %s; %d parameters and %d BN statistics.",
-               keras_path, fmt,
-               f"with a {model.num_classes}-class top" if model.include_top
-               else "without the top (2048 pooled features)",
-               count_parameters(variables),
-               sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["batch_stats"])))
-  fields = factory.model_to_fields(model)
-  written = checkpointing.save_variables(out, variables, fields)
-  logging.info("Wrote checkpoint %s with model fields %s.", written, fields)
-  print(f"Wrote {written}", flush=True)
-
-
-if __name__ == "__main__":
-  from absl import app
-
-  _define_flags()
-  app.run(main)
