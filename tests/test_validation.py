@@ -50,9 +50,8 @@ def test_the_shipped_configs_pass(tmp_path):
 BAD_NUMBERS = [
     ("batch_size", 0, "integer >= 1"),
     ("eval_batch_size", -8, "integer >= 1"),
-    ("learning_rate", -0.1, "> 0"),
-    ("learning_rate", 0.0, "> 0"),
-    ("learning_rate", float("nan"), "> 0"),
+    ("learning_rate", -0.1, ">= 0"),
+    ("learning_rate", float("nan"), ">= 0"),
     ("momentum", 1.0, "[0, 1)"),
     ("rmsprop_decay", 1.5, "[0, 1)"),
     ("rmsprop_epsilon", 0.0, "> 0"),
@@ -164,6 +163,6 @@ def test_main_prints_one_line_and_no_traceback(tmp_path):
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr
   assert proc.stderr.strip().splitlines()[-1] == (
-      "error: config.learning_rate = -0.1: must be a number > 0. "
+      "error: config.learning_rate = -0.1: must be a number >= 0. "
       "(--debug shows the traceback)")
   assert not os.path.exists(tmp_path / "run")  # refused before anything was written

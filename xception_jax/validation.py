@@ -129,7 +129,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.segments", optional(at_least(1)), "None (depthwise) or an integer >= 1"),
     # Optimisation (xception_jax/optim.py).
     ("optimizer", one_of(*OPTIMIZERS), f"one of {OPTIMIZERS}"),
-    ("learning_rate", positive, "a number > 0"),
+    ("learning_rate", at_least(0.0, integer=False), "a number >= 0"),
     ("lr_base_batch_size", optional(at_least(1)), "None or an integer >= 1"),
     ("warmup_steps", at_least(0), "an integer >= 0"),
     ("lr_schedule", one_of(*SCHEDULES), f"one of {SCHEDULES}"),
