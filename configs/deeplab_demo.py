@@ -28,7 +28,7 @@ def get_config(variant: str = ""):
   config.image_size = 64
   config.eval_image_size = 64
   config.batch_size = 16
-  config.eval_batch_size = 50
+  config.eval_batch_size = 40
   config.cache = True
   config.input_autotune = False         # exits promptly; same throughput on 2 cores
 
@@ -43,10 +43,10 @@ def get_config(variant: str = ""):
   config.momentum = 0.9
   config.learning_rate = 0.05
   config.weight_decay = 4e-5
-  config.num_train_steps = 1000
+  config.num_train_steps = 800
   config.log_every_steps = 100
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
+  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 400
   config.progress_every_secs = 30.0
   if variant:
     raise ValueError(f"Unknown config variant {variant!r}; configs/deeplab_demo.py has none.")
