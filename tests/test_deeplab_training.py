@@ -97,4 +97,4 @@ def test_full_demo_learns_the_embedded_data(tmp_path):
   config.data_dir = str(tmp_path / "tfds")
   results = train.train_and_evaluate(config, str(tmp_path / "run"))
   chance = results["eval_mean_iou_majority_class"]
-  assert results["eval_mean_iou"] > max(0.3, 3 * chance), results
+  assert results["eval_mean_iou"] > max(0.25, 2.5 * chance), results

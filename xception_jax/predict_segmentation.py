@@ -48,7 +48,7 @@ def voc_palette(num_colours: int = 256) -> np.ndarray:
 
 def colour_mask(classes: np.ndarray) -> np.ndarray:
   """int [H, W] class ids -> uint8 [H, W, 3] in VOC's palette."""
-  return voc_palette()[np.asarray(classes) % 256]
+  return voc_palette()[np.asarray(classes, np.int64) % 256]
 
 
 def overlay(image: np.ndarray, classes: np.ndarray, alpha: float = OVERLAY_ALPHA
