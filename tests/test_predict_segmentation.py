@@ -123,6 +123,7 @@ def test_masks_and_overlays_follow_the_predicted_classes(setup):
   assert len(seen_classes) >= 3, seen_classes   # a test of colours, not of one class
 
 
+@pytest.mark.slow  # two interpreter starts with TensorFlow and JAX: ~45 s of 2 cores
 def test_cli_writes_and_prints_the_paths(setup):
   checkpoint, _, paths, root = setup
   out = str(root / "cli")
