@@ -1,4 +1,5 @@
-"""DeepLab v3+ on the embedded segmentation data: no download, a few CPU minutes.
+"""DeepLab v3+ on the embedded segmentation data: no download, CPU only (800 steps took
+14 min wall on the shared 2-core machine at load average 6-10; docs/TRAINING.md).
 
   python main.py --config=configs/deeplab_demo.py --workdir=runs/deeplab_demo
 
