@@ -14,6 +14,12 @@ resized to `--image_size` (299) and scaled to [-1, 1] by x / 127.5 - 1.
 Single-label mode prints the `--top_k` (5) classes by softmax probability;
 `--multilabel` prints every class whose sigmoid probability is >= `--threshold`.
 
+A segmentation checkpoint (model fields `architecture='deeplabv3plus'`) instead writes a
+colour-coded mask and an overlay PNG per image into `--output_dir` and prints their
+paths (xception_jax/predict_segmentation.py):
+
+    python -m xception_jax.predict --checkpoint=runs/deeplab_demo --output_dir=masks a.png
+
 Class names: `--labels=FILE` (one name per line, as many lines as classes); else, for
 a 1000-class head, the ImageNet (ILSVRC 2012) classes in their standard order: the
 WordNet ids that tensorflow-datasets ships with its imagenet2012 builder
@@ -31,6 +37,8 @@ from typing import Optional, Sequence
 
 import jax
 import numpy as np
+
+from xception_jax import predict_segmentation
 
 IMAGENET_CLASSES = 1000
 
@@ -197,7 +205,9 @@ def format_predictions(predictions: Sequence[Prediction], *, multilabel: bool = 
 def _define_flags() -> None:
   from absl import flags
   flags.DEFINE_string("checkpoint", None, "Checkpoint directory, workdir or step directory.")
-  flags.DEFINE_integer("image_size", 299, "Input resolution (the model's training size).")
+  flags.DEFINE_integer("image_size", 299, "Input resolution (the model's training size); "
+                       "segmentation: the padded square (default: each image's longer "
+                       "side; the run's eval_image_size to match evaluation).")
   flags.DEFINE_float("crop_fraction", 0.875, "Central crop kept of each side.")
   flags.DEFINE_integer("top_k", 5, "Classes printed per image (single-label mode).")
   flags.DEFINE_boolean("multilabel", False,
@@ -208,7 +218,22 @@ def _define_flags() -> None:
   flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
   flags.DEFINE_enum("depthwise_impl", "auto", ["auto", "feature_group", "shift"],
                     "Depthwise implementation (all compute the same; auto is fast on CPU).")
+  flags.DEFINE_string("output_dir", None, "Segmentation checkpoints: where the "
+                      "<name>_mask.png and <name>_overlay.png files go.")
   flags.mark_flags_as_required(["checkpoint"])
+
+
+def _main_segmentation(FLAGS, paths: Sequence[str]) -> None:
+  """A segmentation checkpoint: mask and overlay PNGs into --output_dir."""
+  if not FLAGS.output_dir:
+    raise ValueError("This is a segmentation checkpoint: give --output_dir=DIR for the "
+                     "mask and overlay PNGs.")
+  predictor = predict_segmentation.SegmentationPredictor.from_checkpoint(
+      FLAGS.checkpoint, depthwise_impl=FLAGS.depthwise_impl)
+  image_size = FLAGS.image_size if FLAGS["image_size"].present else None
+  predictions = predict_segmentation.predict_masks(predictor, paths, FLAGS.output_dir,
+                                                   image_size)
+  print(predict_segmentation.format_masks(predictions, predictor.num_classes), flush=True)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -224,6 +249,10 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) < 2:
     raise app.UsageError("Give one or more image files after the flags.")
   try:
+    if predict_segmentation.is_segmentation(
+        predict_segmentation.checkpoint_model_fields(FLAGS.checkpoint)):
+      _main_segmentation(FLAGS, argv[1:])
+      return
     predictions = predict(
         FLAGS.checkpoint, argv[1:], image_size=FLAGS.image_size,
         crop_fraction=FLAGS.crop_fraction, top_k=FLAGS.top_k, multilabel=FLAGS.multilabel,

@@ -40,9 +40,19 @@ def _model(config: ml_collections.ConfigDict, num_classes: int):
   return create_model(config.model, num_classes=num_classes)
 
 
+BACKBONE = "backbone"  # where a segmentation model (DeepLabV3Plus) keeps its encoder
+
+
 def _merge_init_from(fresh: Any, loaded: Any, what: str) -> Any:
   """Takes every leaf of `loaded` whose path and shape match `fresh`; leaves of the
-  head may differ (fine-tuning to new classes) and keep their fresh initialisation."""
+  head may differ (fine-tuning to new classes) and keep their fresh initialisation.
+
+  A model with a 'backbone' subtree (DeepLabV3Plus) given a classification checkpoint
+  (no 'backbone') takes that checkpoint's network as its backbone: the classifier's
+  top-level names are the backbone's. DeepLab's ASPP and decoder live under 'head'."""
+  if BACKBONE in fresh and BACKBONE not in loaded:
+    logging.info("init_from: the checkpoint's %s become the model's [%r].", what, BACKBONE)
+    loaded = {BACKBONE: loaded}
   loaded_leaves = {jax.tree_util.keystr(p): v
                    for p, v in jax.tree_util.tree_leaves_with_path(loaded)}
   reinitialised = []
@@ -53,7 +63,7 @@ def _merge_init_from(fresh: Any, loaded: Any, what: str) -> Any:
     if other is not None and other.shape == leaf.shape:
       return jax.device_put(other, leaf.sharding).astype(leaf.dtype)
     if "'head'" in name:
-      reinitialised.append(name)
+      reinitialised.append(path)
       return leaf
     found = "missing" if other is None else f"shape {other.shape}, expected {leaf.shape}"
     raise ValueError(
@@ -62,9 +72,19 @@ def _merge_init_from(fresh: Any, loaded: Any, what: str) -> Any:
 
   merged = jax.tree_util.tree_map_with_path(pick, fresh)
   if reinitialised:
-    logging.info("init_from: re-initialised %s (absent from the checkpoint or of another "
-                 "shape).", ", ".join(reinitialised))
+    modules = dict.fromkeys(_head_module(path) for path in reinitialised)
+    logging.info("init_from: re-initialised %d %s leaves under %s (absent from the "
+                 "checkpoint or of another shape).", len(reinitialised), what,
+                 ", ".join(modules))
   return merged
+
+
+def _head_module(path) -> str:
+  """The module a re-initialised leaf belongs to: ['head'] of a classifier, or the
+  head's part (['head']['aspp'], ['head']['decoder']) of DeepLab."""
+  keys = [getattr(k, "key", k) for k in path]
+  end = min(keys.index("head") + 2, len(keys) - 1) if "head" in keys else len(keys)
+  return "".join(f"[{k!r}]" for k in keys[:end])
 
 
 class Trainer:

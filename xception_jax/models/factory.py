@@ -4,7 +4,8 @@ The field `architecture` picks the network from a small registry: a name maps to
 module class and the constructor arguments the name fixes (e.g. an aligned Xception's
 block list); every other field is one of that module's dataclass fields. A mapping
 without `architecture` (checkpoints written before it existed) means 'xception'.
-Later families register the same way (`register_architecture`).
+Later families register the same way (`register_architecture`): 'deeplabv3plus'
+(DeepLabV3Plus, segmentation) names its aligned-Xception depth in the field `backbone`.
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import jax.numpy as jnp
 
 from xception_jax.models.aligned_xception import ARCHITECTURES as ALIGNED_BLOCKS
 from xception_jax.models.aligned_xception import AlignedXception
+from xception_jax.models.deeplab import DeepLabV3Plus
 from xception_jax.models.xception import Xception
 
 DEFAULT_ARCHITECTURE = "xception"
+DEEPLAB_ARCHITECTURE = "deeplabv3plus"
 ARCHITECTURE = "architecture"
 _DTYPE_FIELDS = ("dtype", "param_dtype")
 _NOT_FIELDS = ("parent", "name")
@@ -43,6 +46,7 @@ def register_architecture(name: str, module: type[nn.Module], **fixed: Any) -> N
 register_architecture(DEFAULT_ARCHITECTURE, Xception)
 for _name, _blocks in ALIGNED_BLOCKS.items():
   register_architecture(_name, AlignedXception, blocks=_blocks)
+register_architecture(DEEPLAB_ARCHITECTURE, DeepLabV3Plus)  # field `backbone`: its depth
 
 
 def architectures() -> tuple[str, ...]:
