@@ -56,17 +56,25 @@ def global_position(local_position, process_index: int, local_batch: int,
           + process_index * local_batch + local_position % local_batch)
 
 
-def record_id(position: tf.Tensor, offset: tf.Tensor, num_examples: int,
-              seed: int, shuffle: bool) -> tf.Tensor:
-  """The record shown at global position g, or `offset` ranks after it."""
-  position = tf.cast(position, tf.int64)
-  epoch = position // num_examples
-  rank = (position % num_examples + tf.cast(offset, tf.int64)) % num_examples
+def permutation(rank, epoch, num_examples: int, seed: int,
+                shuffle: bool) -> tf.Tensor:
+  """permutation_epoch(rank): the record id at `rank` (any shape) of an epoch."""
+  rank = tf.cast(rank, tf.int64)
   if not shuffle or num_examples == 1:
     return rank
   return tf.random.experimental.index_shuffle(
-      rank, tf.stack([tf.constant(seed, tf.int64), epoch]),
+      rank, tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]),
       tf.constant(num_examples - 1, tf.int64))
+
+
+def record_id(position: tf.Tensor, offset: tf.Tensor, num_examples: int,
+              seed: int, shuffle: bool) -> tf.Tensor:
+  """The record shown at global position g (a scalar), or `offset` ranks after
+  it in the same epoch (wrapping around)."""
+  position = tf.cast(position, tf.int64)
+  epoch = position // num_examples
+  rank = (position % num_examples + tf.cast(offset, tf.int64)) % num_examples
+  return permutation(rank, epoch, num_examples, seed, shuffle)
 
 
 class TrainStream:
