@@ -7,9 +7,14 @@
 
 Multi-host: start one process per host with --distributed (coordinator auto-detected on
 TPU pods and SLURM) or with --coordinator_address, --num_processes and --process_id.
+
+A bad config, file or workdir prints one line to stderr and exits with status 2 (with
+--debug: the traceback). A SIGTERM saves a checkpoint at the current step and exits
+with status 0 (docs/RELIABILITY.md).
 """
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TensorFlow loads
 
@@ -28,6 +33,7 @@ flags.DEFINE_bool("distributed", False,
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+flags.DEFINE_bool("debug", False, "Show the traceback of a configuration error.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -42,7 +48,15 @@ def main(argv):
                jax.process_count(), jax.local_devices())
   # Imported after jax.distributed: the library creates devices and meshes.
   from xception_jax import train  # pylint: disable=import-outside-toplevel
-  results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  from xception_jax.validation import ConfigError  # pylint: disable=import-outside-toplevel
+  try:
+    results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as e:
+    if FLAGS.debug:
+      raise
+    message = (str(e).strip().splitlines() or [""])[0]
+    print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
+    sys.exit(2 if isinstance(e, ConfigError) else 1)
   if jax.process_index() == 0:
     print(json.dumps({"workdir": FLAGS.workdir, **results}, indent=2, sort_keys=True))
 

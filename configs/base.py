@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 1e-5
   config.label_smoothing = 0.0
   config.grad_clip_norm = config_dict.placeholder(float)
+  config.skip_nonfinite_updates = False  # True: skip (and count) steps with a NaN/inf loss or gradient
 
   # Loop (xception_jax/train.py).
   config.num_train_steps = -1           # -1: num_epochs decides
@@ -54,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 100
   config.eval_every_steps = 5000
   config.checkpoint_every_steps = 2000
-  config.keep_checkpoints = 3
+  config.keep_checkpoints = 3           # >= 1; None keeps every checkpoint
   config.async_checkpointing = True
   config.progress_every_secs = 60.0
   config.prefetch_to_device = 2

@@ -15,6 +15,9 @@ configure_tensorflow()
 
 # Importing registers the "embedded_shapes" tfds builder.
 from input_pipeline import embedded_shapes  # pylint: disable=g-import-not-at-top,wrong-import-position
+# Segmentation: registers "embedded_shapes_segmentation" and "voc_segmentation".
+from input_pipeline.segmentation_pipeline import create_segmentation_datasets  # pylint: disable=wrong-import-position
+from input_pipeline.segmentation_pipeline import segmentation_data_config  # pylint: disable=wrong-import-position
 from input_pipeline.defaults import default_data_config  # pylint: disable=wrong-import-position
 from input_pipeline.pipeline import DataBundle  # pylint: disable=wrong-import-position
 from input_pipeline.pipeline import create_datasets  # pylint: disable=wrong-import-position
@@ -23,4 +26,5 @@ from input_pipeline.sources import DatasetNotPreparedError  # pylint: disable=wr
 __all__ = [
     "create_datasets", "DataBundle", "default_data_config",
     "DatasetNotPreparedError", "embedded_shapes", "configure_tensorflow",
+    "create_segmentation_datasets", "segmentation_data_config",
 ]

@@ -3,8 +3,9 @@
 One full-width Keras Xception (random weights, randomised BN statistics and gamma/beta,
 random head bias) is built once for the module and saved in every format from_keras
 reads; each conversion must give Keras' logits (pre-softmax, `classifier_activation=None`)
-at 299x299 and at 96x96, and Keras' pooled features without the top, to within 1e-4 of
-the logits' scale. Mismatching files must be refused naming the first bad layer.
+at 299x299 and at 96x96, and Keras' pooled features without the top, to within 1e-5 of
+the outputs' scale (the README's claim; measured 7.6e-7 to 1.6e-6). Keras is a pinned
+requirement: a missing Keras fails this module instead of skipping it. Mismatching files must be refused naming the first bad layer.
 """
 import json
 import os
@@ -20,12 +21,13 @@ import pytest
 from xception_jax import checkpointing, convert
 from xception_jax.models import factory
 
-keras = pytest.importorskip("keras")
+import keras  # pylint: disable=wrong-import-order  (a requirement: missing means failing)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")
 
 SMALL = 96
-TOLERANCE = 1e-4          # max abs difference / max abs Keras output
+TOLERANCE = 1e-5          # max abs difference / max abs Keras output (README, docs/WEIGHTS.md)
+SENSITIVITY = 1e-2        # what one wrong layer must move the logits by, at least
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _APPLY = {}
@@ -169,8 +171,8 @@ def test_logits_match_keras(keras_files, fmt, size):
 
 def test_parity_is_sensitive(keras_files):
   """One wrong layer anywhere must show: a flipped depthwise kernel deep in the middle
-  flow, swapped BN statistics, a dropped head bias each move the logits > 100x the
-  tolerance."""
+  flow, swapped BN statistics, a dropped head bias each move the logits by more than
+  1e-2 of their scale (1000x the tolerance)."""
   model, variables = _convert(keras_files["files"]["keras2.h5"])
   images, ref = keras_files["images"][SMALL], keras_files["logits"][SMALL]
 
@@ -191,7 +193,7 @@ def test_parity_is_sensitive(keras_files):
     v["params"]["head"]["bias"] = np.zeros_like(v["params"]["head"]["bias"])
 
   for edit in (flip_depthwise, swap_statistics, drop_head_bias):
-    assert error_after(edit) > 100 * TOLERANCE, edit.__name__
+    assert error_after(edit) > SENSITIVITY, edit.__name__
 
 
 @pytest.mark.slow

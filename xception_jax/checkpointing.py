@@ -10,17 +10,27 @@ subdirectories, each holding up to three items:
 So the same `load_variables` reads a training workdir's checkpoints, a converted
 Keras model (`python -m xception_jax.convert`), or any single step directory, on any
 device topology, and a training run resumes from all three items.
+
+Faults. Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it to
+`<step>` when the write is complete, so a process killed while writing leaves only the
+tmp directory, which `latest_step()` never lists (docs/RELIABILITY.md). A committed
+step that cannot be restored (a truncated or lost file) is moved aside by
+`restore_latest` to `<workdir>/checkpoints_damaged/<step>-<time>` (never deleted) and
+the previous step is tried.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional
+import shutil
+import time
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
 VARIABLES, TRAIN, MODEL = "variables", "train", "model"
+DAMAGED = "checkpoints_damaged"  # beside the manager's root: where damaged steps go
 
 
 def create_manager(directory: str, *, max_to_keep: Optional[int] = 3,
@@ -57,6 +67,54 @@ def restore(manager: ocp.CheckpointManager, step: int, *, abstract_variables: An
     items[TRAIN] = ocp.args.StandardRestore(abstract_train)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return {name: restored[name] for name in items}
+
+
+def move_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves a step directory to <root>/../checkpoints_damaged/<step>-<time>; returns
+  where. Only process 0 moves; every process then re-reads the step list."""
+  source = os.path.join(str(manager.directory), str(step))
+  target = os.path.join(os.path.dirname(str(manager.directory)), DAMAGED,
+                        f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(source, target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
+  manager.reload()
+  return target
+
+
+def restore_latest(manager: ocp.CheckpointManager, restore_step: Callable[[int], Any],
+                   check_step: Callable[[int], None] = lambda step: None
+                   ) -> tuple[Optional[int], Any]:
+  """(step, restore_step(step)) for the latest step that restores, else (None, None).
+
+  A step whose restore raises is first given to `check_step`, which raises (and the
+  step is left alone) when the failure is not damage, e.g. another model's
+  checkpoint; otherwise it is reported with its path, moved aside and the previous
+  step is tried. A moved step is never read again.
+  """
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return step, restore_step(step)
+    except Exception as e:  # pylint: disable=broad-except
+      check_step(step)
+      path = os.path.join(str(manager.directory), str(step))
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+      target = move_aside(manager, step)
+      logging.warning("Checkpoint %s cannot be restored (%s: %s); moved it to %s and "
+                      "trying the previous step.", path, type(e).__name__, reason, target)
+  return None, None
+
+
+def variables_metadata(root: str, step: int) -> Any:
+  """The stored tree of `variables` (shapes and dtypes) at `step`, read from metadata."""
+  manager = create_manager(root, max_to_keep=None, asynchronous=False, read_only=True)
+  try:
+    return manager.item_metadata(step)[VARIABLES]
+  finally:
+    manager.close()
 
 
 def _split_root_and_step(path: str) -> tuple[str, Optional[int]]:

@@ -1,5 +1,6 @@
 """clu metric collections for training and evaluation (merged on the host)."""
 import flax
+import jax.numpy as jnp
 from clu import metrics
 
 
@@ -10,6 +11,34 @@ class TrainMetrics(metrics.Collection):
   top_1: metrics.Average.from_output("top_1")
   grad_norm: metrics.Average.from_output("grad_norm")
   learning_rate: metrics.LastValue.from_output("learning_rate")
+
+
+@flax.struct.dataclass
+class Count(metrics.Metric):
+  """A sum over steps (clu 0.0.12 has no Sum): e.g. how many updates were skipped."""
+  total: jnp.ndarray
+
+  @classmethod
+  def from_model_output(cls, values: jnp.ndarray, **_) -> "Count":
+    return cls(total=jnp.sum(values))
+
+  def merge(self, other: "Count") -> "Count":
+    return type(self)(total=self.total + other.total)
+
+  def compute(self) -> jnp.ndarray:
+    return self.total
+
+
+@flax.struct.dataclass
+class SkippingTrainMetrics(metrics.Collection):
+  """TrainMetrics' fields and the count of updates skipped for a non-finite loss or
+  gradient (config.skip_nonfinite_updates). clu reads only a class's own annotations,
+  so the fields are repeated rather than inherited."""
+  loss: metrics.Average.from_output("loss")
+  top_1: metrics.Average.from_output("top_1")
+  grad_norm: metrics.Average.from_output("grad_norm")
+  learning_rate: metrics.LastValue.from_output("learning_rate")
+  skipped_updates: Count.from_output("skipped_updates")
 
 
 @flax.struct.dataclass

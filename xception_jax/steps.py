@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from xception_jax import evaluation, losses
-from xception_jax.metrics import EvalMetrics, TrainMetrics
+from xception_jax.metrics import EvalMetrics, SkippingTrainMetrics, TrainMetrics
 
 
 @flax.struct.dataclass
@@ -55,8 +55,14 @@ def top_k_score(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, schedule: optax.Schedule, task: str,
-               label_smoothing: float = 0.0) -> tuple[TrainState, TrainMetrics]:
-  """One synchronous SGD/RMSprop step on the global batch."""
+               label_smoothing: float = 0.0, skip_nonfinite: bool = False
+               ) -> tuple[TrainState, TrainMetrics]:
+  """One synchronous SGD/RMSprop step on the global batch.
+
+  skip_nonfinite: when the loss or the gradient norm is not finite, keep the old
+  params, BN statistics and optimiser state (the step counter still advances, as the
+  data does) and count the step in the metrics' `skipped_updates`.
+  """
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
@@ -74,10 +80,18 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Modu
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             batch_stats=batch_stats, opt_state=opt_state)
-  metrics = TrainMetrics.single_from_model_output(
-      loss=loss, top_1=jnp.mean(top_k_score(logits, batch["label"], 1)),
-      grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
-  return new_state, metrics
+  grad_norm = optax.tree.norm(grads)
+  outputs = dict(loss=loss, top_1=jnp.mean(top_k_score(logits, batch["label"], 1)),
+                 grad_norm=grad_norm, learning_rate=schedule(state.step))
+  if not skip_nonfinite:
+    return new_state, TrainMetrics.single_from_model_output(**outputs)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep_old = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = new_state.replace(params=keep_old(new_state.params, state.params),
+                                batch_stats=keep_old(new_state.batch_stats, state.batch_stats),
+                                opt_state=keep_old(new_state.opt_state, state.opt_state))
+  return new_state, SkippingTrainMetrics.single_from_model_output(
+      **outputs, skipped_updates=(~finite).astype(jnp.int32))
 
 
 def eval_step(state: TrainState, batch: dict, *, model: nn.Module, task: str

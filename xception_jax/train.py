@@ -9,6 +9,12 @@ end, asynchronously, keeping the last `keep_checkpoints`; a run started again on
 same workdir resumes from the latest one at the same step, with the same data order.
 `init_from` starts from another checkpoint (fine-tuning; the head is re-initialised
 when its shape differs) and `eval_only` restores, evaluates, prints and exits.
+
+Faults (docs/RELIABILITY.md): the config and workdir are validated first
+(validation.py); a SIGTERM makes the loop save at the current step and return
+(preemption.py); a checkpoint that cannot be restored is moved aside and the previous
+one used (checkpointing.restore_latest); a non-finite training loss stops the run, or,
+with `skip_nonfinite_updates`, the update is skipped and counted.
 """
 from __future__ import annotations
 
@@ -25,27 +31,9 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 import input_pipeline
-from xception_jax import checkpointing, optim, partitioning, steps
+from xception_jax import checkpointing, optim, partitioning, preemption, steps, validation
 from xception_jax.evaluation import StreamingMapAtK
 from xception_jax.models import create_model, model_to_fields
-
-TASKS = ("single_label", "multi_label")
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Cheap checks that name the field and the fix, before any data or compilation."""
-  if config.task not in TASKS:
-    raise ValueError(f"config.task must be one of {TASKS}; got {config.task!r}.")
-  if config.optimizer not in ("sgd", "rmsprop"):
-    raise ValueError(f"config.optimizer must be 'sgd' or 'rmsprop'; got {config.optimizer!r}.")
-  for field in ("batch_size", "eval_batch_size", "log_every_steps", "eval_every_steps",
-                "checkpoint_every_steps", "map_k"):
-    if config[field] <= 0:
-      raise ValueError(f"config.{field} must be positive; got {config[field]}.")
-  if config.num_train_steps <= 0 and not config.get("num_epochs"):
-    raise ValueError("Set config.num_train_steps > 0, or num_train_steps=-1 and num_epochs.")
-  create_model(config.model, num_classes=2)  # unknown model fields fail here
-
 
 def _model(config: ml_collections.ConfigDict, num_classes: int):
   return create_model(config.model, num_classes=num_classes)
@@ -104,7 +92,8 @@ class Trainer:
     self.train_step = jax.jit(
         functools.partial(steps.train_step, model=self.model, tx=self.tx,
                           schedule=self.schedule, task=self.task,
-                          label_smoothing=config.get("label_smoothing", 0.0)),
+                          label_smoothing=config.get("label_smoothing", 0.0),
+                          skip_nonfinite=config.get("skip_nonfinite_updates", False)),
         in_shardings=(self.state_sharding, self.data_sharding, replicated),
         out_shardings=(self.state_sharding, replicated), donate_argnums=0)
     self.eval_step = jax.jit(
@@ -115,14 +104,16 @@ class Trainer:
   # -- state -------------------------------------------------------------------------
   def initial_state(self, manager) -> steps.TrainState:
     """Latest checkpoint in the workdir, else init_from, else a fresh initialisation."""
-    latest = manager.latest_step()
+    abstract = self.abstract_state
+    restore_step = functools.partial(
+        checkpointing.restore, manager,
+        abstract_variables={"params": abstract.params, "batch_stats": abstract.batch_stats},
+        abstract_train={"step": abstract.step, "opt_state": abstract.opt_state})
+    check_step = functools.partial(validation.check_checkpoint_matches,
+                                   str(manager.directory), expected_params=abstract.params)
+    latest, restored = checkpointing.restore_latest(manager, restore_step, check_step)
     if latest is not None:
       logging.info("Resuming from %s at step %d.", manager.directory, latest)
-      abstract = self.abstract_state
-      restored = checkpointing.restore(
-          manager, latest,
-          abstract_variables={"params": abstract.params, "batch_stats": abstract.batch_stats},
-          abstract_train={"step": abstract.step, "opt_state": abstract.opt_state})
       variables, train = restored[checkpointing.VARIABLES], restored[checkpointing.TRAIN]
       return steps.TrainState(step=train["step"], params=variables["params"],
                               batch_stats=variables["batch_stats"],
@@ -150,9 +141,10 @@ class Trainer:
                        train={"step": state.step, "opt_state": state.opt_state}, force=force)
 
   # -- evaluation --------------------------------------------------------------------
-  def evaluate(self, state: steps.TrainState) -> dict[str, float]:
+  def evaluate(self, state: steps.TrainState, stop=None) -> dict[str, float]:
     """One pass over the eval split: loss, top-1/top-5, and for multi-label data the
-    weighted MAP@K of the evaluator (with a random-score baseline for reference)."""
+    weighted MAP@K of the evaluator (with a random-score baseline for reference).
+    Returns {} early when `stop()` becomes True (a preemption notice)."""
     config = self.config
     if not self.data.num_eval_examples:
       logging.warning("No eval split (config.eval_split=%r): nothing to evaluate.",
@@ -166,9 +158,13 @@ class Trainer:
       rng = np.random.default_rng([config.seed, jax.process_index()])
     totals = None
     for local in self.data.eval_batches():
+      if stop is not None and stop():
+        logging.warning("Evaluation at step %d interrupted (preemption).", int(state.step))
+        return {}
       batch = partitioning.make_global_batch(local, self.data_sharding)
       metrics, scores = self.eval_step(state, batch)
       totals = metrics if totals is None else totals.merge(metrics)
+      preemption.fault_point("eval", int(state.step))
       if multi:
         rows = partitioning.local_rows(scores)
         evaluator.update(rows, local["label"], indices=local["index"], mask=local["mask"])
@@ -218,7 +214,7 @@ def _create_datasets(config: ml_collections.ConfigDict, start_step: int):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or, with eval_only, evaluates) as the config says; returns the last
   evaluation's metrics."""
-  validate_config(config)
+  validation.validate(config, workdir)
   mesh = partitioning.create_mesh(config.get("num_devices", -1))
   partitioning.check_batch_size(config.batch_size, mesh, "batch_size")
   partitioning.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
@@ -232,7 +228,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   start_step = manager.latest_step() or 0
   data = _create_datasets(config, start_step)
   trainer = Trainer(config, mesh, data)
-  _write_config(config, workdir, start_step)
   num_steps = optim.steps_for(config, data.num_train_examples)
   logging.info("Model: %d trainable parameters; %s on %d device(s), %d process(es).",
                _count(trainer.abstract_state.params), trainer.task, trainer.mesh.size,
@@ -240,6 +235,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   state = trainer.initial_state(manager)
   step = int(state.step)
+  if step != start_step:  # the latest checkpoint was damaged and moved aside
+    trainer.data = data = _create_datasets(config, step)
+  _write_config(config, workdir, step)
   if config.get("eval_only"):
     results = trainer.evaluate(state)
     writer.write_scalars(step, results)
@@ -257,20 +255,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   rng = jax.random.key(config.seed + 1)
   last_log = (time.perf_counter(), step)
   logging.info("Training from step %d to %d.", step, num_steps)
-  with metric_writers.ensure_flushes(writer):
+  saved_step = manager.latest_step()
+  skipped_total = 0
+  with metric_writers.ensure_flushes(writer), preemption.Preemption() as preempt:
     while step < num_steps:
+      if preempt.should_stop(step):
+        break
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = trainer.train_step(state, next(batches), rng)
+      preemption.fault_point("train_step", step + 1)
       step += 1
       train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
       report_progress(step)
       if step % config.log_every_steps == 0 or step == num_steps:
         scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
-        if not np.isfinite(scalars["train_loss"]):
+        skipped_total += int(scalars.get("train_skipped_updates", 0))
+        if not np.isfinite(scalars["train_loss"]) and not config.get("skip_nonfinite_updates"):
           raise FloatingPointError(
               f"Training loss is {scalars['train_loss']} at step {step}; the last "
               f"checkpoint is in {manager.directory}. Lower the learning rate or check "
-              "the data.")
+              "the data (or set config.skip_nonfinite_updates=True).")
         elapsed, steps_done = time.perf_counter() - last_log[0], step - last_log[1]
         scalars["train_steps_per_sec"] = steps_done / elapsed
         scalars["train_images_per_sec"] = steps_done * config.batch_size / elapsed
@@ -278,14 +282,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         train_metrics, last_log = None, (time.perf_counter(), step)
       if step % config.eval_every_steps == 0 or step == num_steps:
         with report_progress.timed("eval"):
-          results = trainer.evaluate(state)
-        writer.write_scalars(step, results)
+          evaluated = trainer.evaluate(state, stop=preempt.interrupted)
+        if evaluated:  # {} when a preemption notice interrupted it
+          results = evaluated
+          writer.write_scalars(step, results)
         last_log = (time.perf_counter(), step)  # images/s counts training time only
       if step % config.checkpoint_every_steps == 0 or step == num_steps:
         trainer.save(manager, state, force=step == num_steps)
+        saved_step = step
+        preemption.fault_point("checkpoint_write", step)
         last_log = (time.perf_counter(), step)
-  manager.wait_until_finished()
+    if step < num_steps:  # preempted: a checkpoint at this step, then return
+      if saved_step != step:
+        trainer.save(manager, state, force=True)
+      manager.wait_until_finished()
+      manager.close()
+      logging.warning("Preempted (%s): checkpoint at step %d written to %s; exiting. "
+                      "Run the same command to continue.", preempt.signal_name, step,
+                      manager.directory)
+      return {**results, "preempted_at_step": step}
+    manager.wait_until_finished()  # still under the handler: a late SIGTERM waits too
   manager.close()
+  if skipped_total:
+    logging.warning("Skipped %d update(s) with a non-finite loss or gradient.", skipped_total)
   if not results:  # resumed at the last step: report the final model anyway
     results = trainer.evaluate(state)
     writer.write_scalars(step, results)

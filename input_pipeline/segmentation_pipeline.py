@@ -1,0 +1,318 @@
+"""Train and eval streams for semantic segmentation: `create_segmentation_datasets`.
+
+The same contract as the classification streams (pipeline.py), with an image
+and its class map per example:
+
+Train stream. The process's share of the train split is read in a fixed
+order; epoch e is that share shuffled with a buffer seeded by (config.seed,
+process, e); epochs are concatenated and cut into batches of B_local =
+batch_size // process_count, so step s holds stream positions [s * B_local,
+(s + 1) * B_local). Resuming at step s skips the encoded records before
+step s (no decoding). Each example gets DeepLab's augmentation
+(segmentation_preprocessing.py: random scale, pad with the ignore label,
+random crop of image_size, random flip) from stateless ops seeded by
+(config.seed, its position in the *global* stream): the batches are a function
+of (config, step) alone. Batches: {"image": float32 [B, S, S, 3] in [-1, 1],
+"label": int32 [B, S, S]} with S = config.image_size and 255 = ignore.
+
+Eval stream. The process's share of the eval split in stored order; each image
+at full size (downscaled to fit only if a side exceeds the eval size), padded
+to E x E with E = config.eval_image_size (default image_size): {"image"
+[B, E, E, 3], "label" int32 [B, E, E] (255 in the padding), "size" int32
+[B, 2] (true height, width), "index" int64 [B] (position in the split), "mask"
+float32 [B] (1 real row, 0 padding row)}. Every process yields
+ceil(ceil(N / P) / B_local) batches; padding rows have mask 0, index -1, a zero
+image and an all-255 label.
+
+Undecodable images are dropped and counted (`bundle.skipped_images()`), as in
+pipeline.py; a mask value with no class, or a mask whose size differs from its
+image, is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterator
+
+from absl import logging
+import ml_collections
+from ml_collections import config_dict
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import defaults
+from input_pipeline import embedded_shapes_segmentation
+from input_pipeline import pipeline
+from input_pipeline import segmentation_preprocessing
+from input_pipeline import segmentation_sources
+from input_pipeline import sources
+
+TASK = "segmentation"
+IGNORE_LABEL = segmentation_preprocessing.IGNORE_LABEL
+
+
+def segmentation_data_config() -> ml_collections.ConfigDict:
+  """The data fields of a segmentation run: default_data_config() plus these."""
+  c = defaults.default_data_config()
+  c.task = TASK
+  # "embedded_shapes_segmentation" (generated locally), "voc_segmentation"
+  # (manual download, voc_segmentation.py), "oxford_iiit_pet" (tfds).
+  c.dataset = embedded_shapes_segmentation.NAME
+  c.train_split = "train"
+  c.eval_split = "validation"  # VOC: "validation"; oxford_iiit_pet: "test".
+  c.batch_size = 16
+  c.eval_batch_size = 16
+  c.image_size = 64  # Train crop side (DeepLab: 513).
+  c.eval_image_size = config_dict.placeholder(int)  # Padded eval side; None: image_size (VOC: 513).
+  # DeepLab's random scale: a factor in {min, min + step, ..., max} (step 0: continuous).
+  c.min_scale_factor = 0.5
+  c.max_scale_factor = 2.0
+  c.scale_factor_step_size = 0.25
+  c.embedded_segmentation = ml_collections.ConfigDict(
+      dict(embedded_shapes_segmentation.DEFAULT_PARAMS))
+  return c
+
+
+_SEG_DEFAULTS = segmentation_data_config()
+
+
+def get(config, key: str):
+  """config[key]; the segmentation default when the config lacks the field."""
+  if key in config:
+    return config[key]
+  return _SEG_DEFAULTS[key]
+
+
+@dataclasses.dataclass
+class SegmentationDataBundle(pipeline.DataBundle):
+  """`DataBundle` (task 'segmentation', class_weights None) plus these."""
+
+  ignore_label: int
+  image_size: int
+  eval_image_size: int
+
+
+class _Counters:
+
+  def __init__(self):
+    self.train = self.eval_last_pass = self.eval_total = 0
+
+  def as_dict(self) -> dict[str, int]:
+    return {"train": self.train, "eval_last_pass": self.eval_last_pass,
+            "eval_total": self.eval_total}
+
+
+def _raise_clear(e: tf.errors.InvalidArgumentError):
+  message = str(e)
+  for marker in ("Label id out of range", "image and mask sizes differ"):
+    start = message.find(marker)
+    if start >= 0:
+      line_start = message.rfind("\n", 0, start) + 1
+      raise ValueError(message[line_start:].splitlines()[0]) from e
+  raise e
+
+
+class _TrainIterator:
+  """Infinite iterator of per-process train batches (dicts of NumPy arrays)."""
+
+  def __init__(self, dataset: tf.data.Dataset, start_position: int, counters: _Counters):
+    self._dataset = dataset
+    self._iterator = None
+    self._next_position = start_position
+    self._counters = counters
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._iterator is None:
+      self._iterator = self._dataset.as_numpy_iterator()
+    try:
+      batch = next(self._iterator)
+    except tf.errors.InvalidArgumentError as e:
+      _raise_clear(e)
+    positions = batch.pop("_position")
+    skipped = int(positions[-1]) + 1 - self._next_position - len(positions)
+    if skipped:
+      self._counters.train += skipped
+      logging.warning("Segmentation train input: skipped %d undecodable image(s).", skipped)
+    self._next_position = int(positions[-1]) + 1
+    return batch
+
+
+def create_segmentation_datasets(config, process_index: int | None = None,
+                                 process_count: int | None = None,
+                                 start_step: int = 0) -> SegmentationDataBundle:
+  """This process's train iterator and eval-pass factory (module docstring).
+
+  Args:
+    config: a ConfigDict with the fields of `segmentation_data_config()`.
+    process_index, process_count: default jax.process_index(), jax.process_count().
+    start_step: the train step to start at (the stream equals the start_step=0
+      stream without its first start_step batches).
+  """
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count}).")
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  if get(config, "task") != TASK:
+    raise ValueError(f"config.task must be '{TASK}' for segmentation data, got "
+                     f"{get(config, 'task')!r}.")
+  train_b = pipeline.local_batch_size(config, "batch_size", process_count)
+  eval_b = pipeline.local_batch_size(config, "eval_batch_size", process_count)
+  image_size = int(get(config, "image_size"))
+  eval_size = int(get(config, "eval_image_size") or image_size)
+  min_scale, max_scale = float(get(config, "min_scale_factor")), float(
+      get(config, "max_scale_factor"))
+  scale_step = float(get(config, "scale_factor_step_size"))
+  segmentation_preprocessing.scale_factor(  # Checks the fields before any work.
+      tf.constant([0, 0], tf.int64), min_scale, max_scale, scale_step)
+  pipeline.configure_tensorflow()
+
+  source = segmentation_sources.open_source(config, lambda key: get(config, key))
+  segmentation_sources.check_num_classes(source, get(config, "num_classes"))
+  counters = _Counters()
+  options = pipeline._tf_options(config)  # pylint: disable=protected-access
+  prefetch = int(get(config, "prefetch_batches"))
+  cache = bool(get(config, "cache"))
+
+  # ---- Train.
+  records, n_local = source.records("train", process_index, process_count, ordered=False)
+  if n_local <= 0:
+    raise ValueError(f"Process {process_index} has no train examples.")
+  if cache:
+    records = records.cache()
+  start_position = start_step * train_b
+  first_epoch, offset = divmod(start_position, n_local)
+  shuffle_buffer = int(get(config, "shuffle_buffer_size") or 0)
+  seed = int(get(config, "seed"))
+  shuffle_base = ((seed * 1_000_003 + process_index) * 1_000_033) % (1 << 40)
+
+  def epoch_stream(epoch):
+    ds = records
+    if shuffle_buffer > 1:
+      ds = ds.shuffle(min(shuffle_buffer, n_local), seed=shuffle_base + epoch + 1,
+                      reshuffle_each_iteration=False)
+    return ds.enumerate().map(lambda k, r: (epoch * n_local + k, r))
+
+  with pipeline._without_global_tf_seed():  # pylint: disable=protected-access
+    train = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
+        epoch_stream)
+  train = train.skip(offset)  # Records only: nothing decoded.
+  global_batch = train_b * process_count
+
+  def decode_train(position, record):
+    return dict(source.decode(record), _position=position)
+
+  def augment(example):
+    position = example.pop("_position")
+    global_position = ((position // train_b) * global_batch + process_index * train_b
+                       + position % train_b)
+    label = source.to_label(example["mask"], example["image"])
+    image, label = segmentation_preprocessing.preprocess_train(
+        example["image"], label, tf.stack([tf.constant(seed, tf.int64), global_position]),
+        crop_size=image_size, min_scale=min_scale, max_scale=max_scale,
+        scale_step=scale_step, ignore_label=IGNORE_LABEL)
+    return {"image": image, "label": label, "_position": position}
+
+  train = train.map(decode_train, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  train = train.ignore_errors()
+  train = train.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  train = train.batch(train_b, drop_remainder=True).prefetch(prefetch).with_options(options)
+
+  # ---- Eval.
+  num_eval = source.num_examples("eval") if source.has_eval() else 0
+  num_eval_batches, eval_ds, n_eval_local = 0, None, 0
+  if num_eval:
+    num_eval_batches = math.ceil(math.ceil(num_eval / process_count) / eval_b)
+    eval_records, n_eval_local = source.records("eval", process_index, process_count,
+                                                ordered=True)
+    eval_offset = sources.share_bounds(num_eval, process_index, process_count)[0]
+
+    def decode_eval(k, record):
+      return dict(source.decode(record), index=k + eval_offset)
+
+    def prepare_eval(example):
+      label = source.to_label(example["mask"], example["image"])
+      image, label, size = segmentation_preprocessing.preprocess_eval(
+          example["image"], label, eval_size=eval_size, ignore_label=IGNORE_LABEL)
+      return {"image": image, "label": label, "size": size, "index": example["index"]}
+
+    eval_ds = eval_records.enumerate().map(decode_eval, num_parallel_calls=tf.data.AUTOTUNE,
+                                           deterministic=True)
+    eval_ds = eval_ds.ignore_errors().map(prepare_eval, num_parallel_calls=tf.data.AUTOTUNE,
+                                          deterministic=True)
+    if cache:
+      eval_ds = eval_ds.cache()
+    eval_ds = eval_ds.batch(eval_b).prefetch(prefetch).with_options(options)
+
+  def eval_batches() -> Iterator[dict[str, np.ndarray]]:
+    if eval_ds is None:
+      return iter(())
+    return _eval_pass(eval_ds, num_eval_batches, eval_b, n_eval_local, eval_size, counters,
+                      process_index)
+
+  return SegmentationDataBundle(
+      train=_TrainIterator(train, start_position, counters),
+      eval_batches=eval_batches,
+      num_train_examples=source.num_examples("train"),
+      num_eval_examples=num_eval,
+      num_classes=source.num_classes,
+      class_weights=None,
+      task=TASK,
+      skipped_images=counters.as_dict,
+      num_eval_batches=num_eval_batches,
+      train_batch_size_local=train_b,
+      eval_batch_size_local=eval_b,
+      ignore_label=IGNORE_LABEL,
+      image_size=image_size,
+      eval_image_size=eval_size,
+  )
+
+
+def _padding(rows: int, size: int) -> dict[str, np.ndarray]:
+  return {"image": np.zeros([rows, size, size, 3], np.float32),
+          "label": np.full([rows, size, size], IGNORE_LABEL, np.int32),
+          "size": np.zeros([rows, 2], np.int32),
+          "index": np.full([rows], -1, np.int64),
+          "mask": np.zeros([rows], np.float32)}
+
+
+def _eval_pass(dataset, num_batches, batch_size, expected, size, counters, process_index):
+  real = yielded = 0
+  iterator = dataset.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      break
+    except tf.errors.InvalidArgumentError as e:
+      _raise_clear(e)
+    rows = len(batch["index"])
+    real += rows
+    if yielded >= num_batches:
+      raise RuntimeError(
+          f"Process {process_index}'s eval share has more than {num_batches * batch_size} "
+          f"examples (expected {expected}); does the source ignore split slicing (e.g. "
+          "under tfds mock_data with several processes)?")
+    batch["mask"] = np.ones([rows], np.float32)
+    batch["index"] = batch["index"].astype(np.int64)
+    if rows < batch_size:
+      pad = _padding(batch_size - rows, size)
+      batch = {k: np.concatenate([batch[k], pad[k]]) for k in pad}
+    yielded += 1
+    yield batch
+  while yielded < num_batches:
+    yielded += 1
+    yield _padding(batch_size, size)
+  skipped = max(expected - real, 0)
+  counters.eval_last_pass = skipped
+  counters.eval_total += skipped
+  (logging.warning if skipped else logging.info)(
+      "Segmentation eval pass (process %d): %d examples, %d undecodable image(s) "
+      "skipped, %d batches.", process_index, real, skipped, num_batches)

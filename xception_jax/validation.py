@@ -1,0 +1,336 @@
+"""Every check of a config and a workdir, in one place, before any compilation or data.
+
+`validate(config, workdir)` raises `ConfigError` (a ValueError) with ONE line: the
+field, the value, and what is allowed or how to fix it. main.py prints that line and
+exits with status 2 (a traceback only with `--debug`).
+
+The checks are data, to be read and extended:
+  RULES       one row per scalar field: (field path, test, what is allowed). A row whose
+              field the config lacks is skipped, so configs of other models and tasks
+              share the table; add a row for a new field.
+  CHECKS      functions over the whole config (cross-field rules, files and globs,
+              names); each returns an error line or None.
+  model       the model itself judges its fields: `create_model` refuses unknown
+              names, and tracing `model.init` (jax.eval_shape: no compilation, no
+              arrays) runs the model's own checks (image size, dropout, order, ...).
+  workdir     must be a directory this process can write, and its checkpoints must
+              hold this model's parameter shapes (else refused, checkpoints untouched).
+"""
+from __future__ import annotations
+
+import glob
+import math
+import numbers
+import os
+from typing import Any, Callable, Optional
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config field, file or workdir that cannot work; the message is one line."""
+
+
+# -- tests used by the table ---------------------------------------------------------
+
+def _number(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def at_least(lo: float, integer: bool = True) -> Callable[[Any], bool]:
+  return lambda v: (_int(v) if integer else _number(v)) and v >= lo
+
+
+def between(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
+            ) -> Callable[[Any], bool]:
+  def test(v):
+    return (_number(v) and (v > lo if lo_open else v >= lo)
+            and (v < hi if hi_open else v <= hi))
+  return test
+
+
+def positive(v) -> bool:
+  return _number(v) and v > 0
+
+
+def optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+  return lambda v: v is None or test(v)
+
+
+def one_of(*choices) -> Callable[[Any], bool]:
+  return lambda v: v in choices
+
+
+def boolean(v) -> bool:
+  return isinstance(v, bool)
+
+
+def increasing_pair(lo: float, hi: float) -> Callable[[Any], bool]:
+  """(a, b) with lo < a <= b <= hi."""
+  def test(v):
+    try:
+      a, b = v
+    except (TypeError, ValueError):
+      return False
+    return _number(a) and _number(b) and lo < a <= b <= hi
+  return test
+
+
+OPTIMIZERS = ("sgd", "rmsprop")
+TASKS = ("single_label", "multi_label")
+
+# (field, test, what is allowed). Fields absent from a config are skipped.
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    # Data (input_pipeline/defaults.py).
+    ("task", one_of(*TASKS), f"one of {TASKS}"),
+    ("num_classes", optional(at_least(1)), "None (the dataset's) or an integer >= 1"),
+    ("batch_size", at_least(1), "an integer >= 1 (the global batch)"),
+    ("eval_batch_size", at_least(1), "an integer >= 1 (the global batch)"),
+    ("image_size", at_least(1), "an integer >= the model's minimum input"),
+    ("seed", at_least(0), "an integer >= 0"),
+    ("shuffle_buffer_size", at_least(0), "an integer >= 0 (0: no shuffling)"),
+    ("crop_area_range", increasing_pair(0.0, 1.0), "(lo, hi) with 0 < lo <= hi <= 1"),
+    ("crop_aspect_range", increasing_pair(0.0, math.inf), "(lo, hi) with 0 < lo <= hi"),
+    ("crop_min_object_covered", between(0.0, 1.0), "a number in [0, 1]"),
+    ("eval_crop_fraction", between(0.0, 1.0, lo_open=True), "a number in (0, 1]"),
+    ("prefetch_batches", at_least(0), "an integer >= 0"),
+    ("input_threads", optional(at_least(1)), "None (all cores) or an integer >= 1"),
+    ("cache", boolean, "True or False"),
+    ("embedded.num_train", at_least(1), "an integer >= 1"),
+    ("embedded.num_eval", at_least(0), "an integer >= 0"),
+    ("embedded.image_size", at_least(8), "an integer >= 8"),
+    ("embedded.num_classes", between(1, 24), "an integer in [1, 24] (4 colours x 6 shapes)"),
+    ("embedded.max_objects", at_least(1), "an integer >= 1"),
+    ("embedded.zipf_exponent", at_least(0.0, integer=False), "a number >= 0"),
+    # Model fields the paper's networks share (the model checks the rest itself).
+    ("model.dropout_rate", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
+    ("model.width_multiplier", positive, "a number > 0"),
+    ("model.num_middle_blocks", at_least(0), "an integer >= 0"),
+    ("model.bn_momentum", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
+    ("model.bn_epsilon", positive, "a number > 0"),
+    ("model.segments", optional(at_least(1)), "None (depthwise) or an integer >= 1"),
+    # Optimisation (xception_jax/optim.py).
+    ("optimizer", one_of(*OPTIMIZERS), f"one of {OPTIMIZERS}"),
+    ("learning_rate", positive, "a number > 0"),
+    ("lr_base_batch_size", optional(at_least(1)), "None or an integer >= 1"),
+    ("warmup_steps", at_least(0), "an integer >= 0"),
+    ("lr_decay_rate", between(0.0, 1.0, lo_open=True), "a number in (0, 1] (1: no decay)"),
+    ("lr_decay_every_examples", positive, "a number > 0"),
+    ("momentum", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
+    ("rmsprop_decay", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
+    ("rmsprop_epsilon", positive, "a number > 0"),
+    ("rmsprop_initial_scale", at_least(0.0, integer=False), "a number >= 0"),
+    ("weight_decay", at_least(0.0, integer=False), "a number >= 0"),
+    ("label_smoothing", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
+    ("grad_clip_norm", optional(positive), "None or a number > 0"),
+    ("skip_nonfinite_updates", boolean, "True or False"),
+    # Loop (xception_jax/train.py).
+    ("num_train_steps", lambda v: _int(v) and (v == -1 or v >= 1),
+     "an integer >= 1, or -1 to let num_epochs decide"),
+    ("log_every_steps", at_least(1), "an integer >= 1"),
+    ("eval_every_steps", at_least(1), "an integer >= 1"),
+    ("checkpoint_every_steps", at_least(1), "an integer >= 1"),
+    ("keep_checkpoints", optional(at_least(1)), "an integer >= 1, or None to keep all"),
+    ("async_checkpointing", boolean, "True or False"),
+    ("progress_every_secs", positive, "a number > 0"),
+    ("prefetch_to_device", at_least(0), "an integer >= 0"),
+    ("map_k", at_least(1), "an integer >= 1"),
+    ("eval_only", boolean, "True or False"),
+    # Sharding (xception_jax/partitioning.py).
+    ("num_devices", lambda v: _int(v) and (v == -1 or v >= 1),
+     "an integer >= 1, or -1 for every device"),
+    ("shard_head", boolean, "True or False"),
+]
+
+
+def _get(config, path: str, default=KeyError):
+  node = config
+  for part in path.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def _fail(field: str, value: Any, allowed: str) -> ConfigError:
+  return ConfigError(f"config.{field} = {value!r}: must be {allowed}.")
+
+
+# -- whole-config checks -------------------------------------------------------------
+
+def _check_epochs(config) -> Optional[str]:
+  if _get(config, "num_train_steps", None) == -1:
+    epochs = _get(config, "num_epochs", None)
+    if not (_number(epochs) and epochs > 0):
+      return (f"config.num_epochs = {epochs!r}: must be > 0 when num_train_steps = -1 "
+              "(or set num_train_steps >= 1).")
+  return None
+
+
+def _check_dataset(config) -> Optional[str]:
+  """Dataset names, folders and globs exist (nothing is opened or generated here)."""
+  from input_pipeline import sources  # pylint: disable=import-outside-toplevel
+  dataset = _get(config, "dataset", None)
+  if dataset is None:
+    return None
+  if not isinstance(dataset, str) or not dataset:
+    return f"config.dataset = {dataset!r}: a dataset name (see input_pipeline/sources.py)."
+  if dataset.startswith(sources.TFRECORD_PREFIX):
+    pattern = dataset[len(sources.TFRECORD_PREFIX):]
+    if not glob.glob(os.path.expanduser(pattern)):
+      return (f"config.dataset = {dataset!r}: no file matches {pattern!r}; give the glob "
+              "of your TFRecord shards (docs/DATA.md).")
+    return None
+  if dataset.startswith(sources.FOLDER_PREFIX):
+    root = os.path.expanduser(dataset[len(sources.FOLDER_PREFIX):])
+    if not os.path.isdir(root):
+      return (f"config.dataset = {dataset!r}: no directory {root!r}; expected "
+              "root/<split>/<class name>/<images>.")
+    return None
+  if sources._base_name(dataset) == sources.EMBEDDED_NAME:  # pylint: disable=protected-access
+    return None
+  import difflib  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  known = tfds.list_builders(with_community_datasets=False)
+  base = sources._base_name(dataset)  # pylint: disable=protected-access
+  if base not in known:
+    close = difflib.get_close_matches(base, known, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return (f"config.dataset = {dataset!r}: unknown dataset{hint}; use a tfds name, "
+            f"'{sources.EMBEDDED_NAME}', '{sources.FOLDER_PREFIX}/root' or "
+            f"'{sources.TFRECORD_PREFIX}/path/train-*.tfrecord'.")
+  return None
+
+
+def _check_files(config) -> Optional[str]:
+  eval_files = _get(config, "eval_files", None)
+  if eval_files and str(_get(config, "dataset", "")).startswith("tfrecord_multilabel:"):
+    if not glob.glob(os.path.expanduser(eval_files)):
+      return (f"config.eval_files = {eval_files!r}: no file matches; give the glob of "
+              "the eval shards, or None for no evaluation.")
+  weights = _get(config, "class_weights_file", None)
+  if weights and not os.path.isfile(os.path.expanduser(weights)):
+    return (f"config.class_weights_file = {weights!r}: no such file; one weight per line "
+            "or JSON/CSV of class id to weight (docs/EVALUATION.md).")
+  data_dir = _get(config, "data_dir", None)
+  if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    return f"config.data_dir = {data_dir!r}: is a file; give a directory."
+  init_from = _get(config, "init_from", None)
+  if init_from:
+    path = os.path.expanduser(init_from)
+    if not os.path.isdir(path):
+      return (f"config.init_from = {init_from!r}: no such directory; give a workdir, a "
+              "checkpoint root or one of its step directories.")
+  return None
+
+
+CHECKS: list[Callable[[Any], Optional[str]]] = [_check_epochs, _check_dataset, _check_files]
+
+
+# -- the model, through its own factory ----------------------------------------------
+
+def _abstract_params(config, num_classes: int):
+  """Parameter shapes of the configured model, by tracing init (no compilation)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from xception_jax.models import create_model  # pylint: disable=import-outside-toplevel
+  model = create_model(config.model, num_classes=num_classes)
+  size = int(config.image_size)
+  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                             images)
+  return variables["params"]
+
+
+def _check_model(config, num_classes: int):
+  if "model" not in config:
+    return None
+  try:
+    return _abstract_params(config, num_classes)
+  except (ValueError, TypeError) as e:
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ConfigError(f"config.model: {message}") from e
+
+
+# -- the workdir ---------------------------------------------------------------------
+
+def _check_workdir(workdir: str) -> None:
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"--workdir = {workdir!r}: is a file; give a directory.")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ConfigError(f"--workdir = {workdir!r}: {existing!r} is a file; give a path "
+                      "under a directory.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f"--workdir = {workdir!r}: {existing!r} is not writable by this "
+                      "user; choose another directory.")
+
+
+def _latest_checkpoint_step(root: str) -> Optional[int]:
+  """The highest committed step directory (Orbax renames a step on commit)."""
+  if not os.path.isdir(root):
+    return None
+  steps = [int(n) for n in os.listdir(root)
+           if n.isdigit() and os.path.isdir(os.path.join(root, n, "variables"))]
+  return max(steps) if steps else None
+
+
+def check_checkpoint_matches(root: str, step: int, expected_params: Any) -> None:
+  """ConfigError when the checkpoint at `step` holds other parameter shapes (another
+  model). An unreadable checkpoint passes: restoring it reports the damage."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from xception_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  try:
+    stored = checkpointing.variables_metadata(root, step)["params"]
+  except Exception:  # pylint: disable=broad-except
+    return
+  shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape)
+                         for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+  have, want = shapes(stored), shapes(expected_params)
+  if have != want:
+    differing = sorted(set(have.items()) ^ set(want.items()))
+    first = differing[0][0] if differing else "?"
+    raise ConfigError(
+        f"{os.path.join(root, str(step))} holds another model's checkpoint (params{first}: "
+        f"{have.get(first, 'missing')} stored, {want.get(first, 'missing')} configured); "
+        "use another --workdir or the model fields of that run (checkpoints untouched).")
+
+
+def _checkpoint_num_classes(root: str, step: int) -> Optional[int]:
+  import json  # pylint: disable=import-outside-toplevel
+  try:
+    with open(os.path.join(root, str(step), "model", "metadata")) as f:
+      return int(json.load(f)["num_classes"])
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+# -- entry point ---------------------------------------------------------------------
+
+def validate(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> None:
+  """Raises ConfigError (one line) for the first impossible field, file or workdir."""
+  for field, test, allowed in RULES:
+    value = _get(config, field)
+    if value is not KeyError and not test(value):
+      raise _fail(field, value, allowed)
+  for check in CHECKS:
+    message = check(config)
+    if message:
+      raise ConfigError(message)
+  root = os.path.join(os.path.abspath(workdir), "checkpoints") if workdir else None
+  if workdir is not None:
+    _check_workdir(workdir)
+  step = _latest_checkpoint_step(root) if root else None
+  num_classes = _get(config, "num_classes", None)
+  if not num_classes and step is not None:
+    num_classes = _checkpoint_num_classes(root, step)
+  params = _check_model(config, int(num_classes or 2))
+  if step is not None and params is not None:
+    check_checkpoint_matches(root, step, params)
