@@ -40,7 +40,6 @@ def default_data_config() -> ml_collections.ConfigDict:
   # Train order: a seeded permutation of the whole split per epoch (False: the
   # stored order, e.g. to debug a dataset). input_pipeline/train_stream.py.
   c.shuffle = True
-  c.shuffle_buffer_size = 10_000  # Unused since the full permutation; kept so configs load.
   c.crop_area_range = (0.08, 1.0)  # Fraction of the image area.
   c.crop_aspect_range = (3 / 4, 4 / 3)  # Width / height of the crop.
   c.crop_min_object_covered = 0.1  # Inception's value.

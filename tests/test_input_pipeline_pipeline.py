@@ -29,7 +29,7 @@ def _config(data_dir=None, **kw):
   c.data_dir = data_dir
   c.embedded.update(EMB)
   c.update(dict(image_size=32, batch_size=8, eval_batch_size=10,
-                shuffle_buffer_size=16, seed=5))
+                seed=5))
   c.update(kw)
   return c
 
@@ -372,8 +372,7 @@ def test_interleaved_shards_are_deterministic_and_resumable(tmp_path):
   tfrecord_format.write_examples(str(tmp_path / "s-*.tfrecord"), examples,
                                  num_shards=5)
   cfg = _config(dataset=f"tfrecord_multilabel:{tmp_path}/s-*.tfrecord",
-                num_classes=10, batch_size=6, shuffle_buffer_size=8,
-                image_size=16)
+                num_classes=10, batch_size=6, image_size=16)
   full = _take(input_pipeline.create_datasets(cfg, 1, 2).train, 12)
   again = _take(input_pipeline.create_datasets(cfg, 1, 2).train, 12)
   resumed = _take(input_pipeline.create_datasets(cfg, 1, 2,

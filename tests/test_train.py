@@ -33,7 +33,6 @@ def _tiny_config(data_dir, **overrides):
   config.image_size = 72
   config.batch_size = 8
   config.eval_batch_size = 16
-  config.shuffle_buffer_size = 64
   config.model.num_middle_blocks = 1
   config.model.head_bias_init = 0.0
   config.num_train_steps = STEPS
