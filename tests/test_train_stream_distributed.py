@@ -26,8 +26,8 @@ from xception_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, HALF = 6, 3
-TINY = {"embedded.num_train": 40, "embedded.num_eval": 16, "embedded.image_size": 64,
-        "embedded.num_classes": 8, "image_size": 64, "batch_size": 8, "eval_batch_size": 8,
+TINY = {"embedded.num_train": 40, "embedded.num_eval": 16, "embedded.image_size": 72,
+        "embedded.num_classes": 8, "image_size": 72, "batch_size": 8, "eval_batch_size": 8,
         "model.num_middle_blocks": 1, "log_every_steps": 1, "eval_every_steps": STEPS,
         "checkpoint_every_steps": HALF, "async_checkpointing": False}
 
