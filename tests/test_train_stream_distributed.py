@@ -108,5 +108,8 @@ def test_two_processes_then_one_continue_the_one_process_stream(tmp_path):
   # reduction order of the cross-process collectives (1 vs 4 devices: rtol 2e-4).
   np.testing.assert_allclose([b[s] for s in steps_b], [a[s] for s in steps_b], rtol=2e-4,
                              err_msg="2 processes x 2 devices vs 1 process x 4")
-  np.testing.assert_allclose([c[s] for s in steps_c], [a[s] for s in steps_c], rtol=2e-4,
+  # After the hand-over the parameters already differ by the 2-process arithmetic of
+  # steps 1-3: measured 9e-5, 4e-5, 4.9e-4 relative at steps 4-6; another stream
+  # differs by percents (issue 14: up to 38%).
+  np.testing.assert_allclose([c[s] for s in steps_c], [a[s] for s in steps_c], rtol=2e-3,
                              err_msg="resumed in 1 process after 2 vs uninterrupted")
