@@ -37,7 +37,9 @@ def default_data_config() -> ml_collections.ConfigDict:
 
   # Order and augmentation.
   c.seed = 0
-  c.shuffle_buffer_size = 10_000  # Records (still encoded) per process.
+  # Train order: a seeded permutation of the whole split per epoch (False: the
+  # stored order, e.g. to debug a dataset). input_pipeline/train_stream.py.
+  c.shuffle = True
   c.crop_area_range = (0.08, 1.0)  # Fraction of the image area.
   c.crop_aspect_range = (3 / 4, 4 / 3)  # Width / height of the crop.
   c.crop_min_object_covered = 0.1  # Inception's value.
@@ -45,7 +47,7 @@ def default_data_config() -> ml_collections.ConfigDict:
 
   # Throughput.
   c.prefetch_batches = 2
-  c.cache = False  # Cache encoded train records and decoded eval rows in RAM.
+  c.cache = False  # Cache the decoded eval rows in RAM (train records are read by id).
   c.input_threads = config_dict.placeholder(int)  # tf.data threads per dataset; None = all cores.
   # tf.data autotuning. Its optimisation thread can hold up the destruction of a train
   # iterator that ran many epochs by 5-50 s (seen at the end of the demo).

@@ -347,10 +347,15 @@ def builder(data_dir: str | None = None, **params: Any) -> EmbeddedShapes:
 
 
 def prepare(data_dir: str | None = None, **params: Any) -> EmbeddedShapes:
-  """Generates the dataset once (no-op when already there); returns the builder."""
+  """Generates the dataset once (no-op when already there); returns the builder.
+
+  New copies are written as ArrayRecord (random access by record id); copies
+  prepared earlier as TFRecord are kept and read through a record-offset index.
+  """
   b = builder(data_dir, **params)
   if not b.is_prepared():
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+    b.download_and_prepare(file_format="array_record",
+                           download_config=tfds.download.DownloadConfig(
         compute_stats=tfds.download.ComputeStatsMode.SKIP,
         try_download_gcs=False))
   return b

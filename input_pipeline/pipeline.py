@@ -1,24 +1,24 @@
 """Train and eval streams for one process: `create_datasets(config, ...)`.
 
-Train stream. The process's share of the train split (`sources.py`) is read in a
-fixed order; epoch e is that share shuffled with a buffer seeded by
-(config.seed, process, e); epochs are concatenated into one stream and cut into
-batches of B_local = batch_size // process_count, so step s holds stream
-positions [s * B_local, (s + 1) * B_local). Resuming at step s starts the
-stream at epoch (s * B_local) // n_local and skips the remaining positions of
-that epoch on the encoded records, before any decoding. Each example is
-augmented with stateless random ops seeded by (config.seed, its position in
-the *global* stream), so the batches are a function of the config alone.
+Train stream (train_stream.py). Global step s holds global stream positions
+[s * B, (s + 1) * B); position g shows record permutation_e(g % N) of epoch
+e = g // N, a seeded bijection of the whole split per epoch, augmented with
+stateless random ops seeded by (config.seed, g). Process p of P reads and yields
+only rows [p * B / P, (p + 1) * B / P) of every global batch. The batches are
+therefore a function of the config alone (not of the process or device count),
+and resuming at any step costs the same: records are read by id (random access,
+sources.py), nothing before the start is touched.
 
 Eval stream. The process's share of the eval split, in stored order; each row
 carries `index`, its position in the split. Every process yields
 ceil(ceil(N / P) / B_local) batches; rows past the end of a share are padding
 (mask 0, index -1, zero image and label).
 
-Bad data. An image that fails to decode (or a record that fails to parse) is
-dropped and counted: `bundle.skipped_images()`; the counts are logged. The
-train stream then shifts by one example from that point, so resuming after a
-skipped image is exact up to that shift.
+Bad data. A train image that fails to decode (or a record that fails to parse)
+is replaced by the next decodable record of the same epoch's permutation, with
+its own position's augmentation seed; the rest of the stream is unchanged. An
+eval image that fails is dropped. Both are counted: `bundle.skipped_images()`,
+and logged.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from tensorflow.python.eager import context as tf_context  # pylint: disable=g-d
 from input_pipeline import defaults
 from input_pipeline import preprocessing
 from input_pipeline import sources
+from input_pipeline import train_stream
 from xception_jax.evaluation import class_weights as weights_io
 
 
@@ -60,8 +61,9 @@ def _without_global_tf_seed():
   """Traces dataset functions with TensorFlow's global seed unset, then restores it.
 
   tf.data's shuffle combines its op seed with the global seed (`tf.random.set_seed`,
-  e.g. set by Keras utilities) and fails when the op seed is a tensor, as the
-  per-epoch seeds are; the order must depend on config.seed alone anyway.
+  e.g. set by Keras utilities) and fails when the op seed is a tensor, as per-epoch
+  seeds are; the order must depend on config.seed alone anyway. (Used by the
+  segmentation stream's buffered shuffle; the classification stream has no shuffle op.)
   """
   saved = tf_context.global_seed()
   if saved is None:
@@ -132,39 +134,6 @@ def _raise_clear(e: tf.errors.InvalidArgumentError):
   raise e
 
 
-class TrainIterator:
-  """Infinite iterator of per-process train batches (dicts of NumPy arrays)."""
-
-  def __init__(self, dataset: tf.data.Dataset, start_position: int,
-               counters: _Counters):
-    self._dataset = dataset
-    self._iterator = None
-    self._next_position = start_position  # Expected position of next example.
-    self._counters = counters
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    if self._iterator is None:
-      self._iterator = self._dataset.as_numpy_iterator()
-    try:
-      batch = next(self._iterator)
-    except tf.errors.InvalidArgumentError as e:
-      _raise_clear(e)
-    positions = batch.pop("_position")
-    last = int(positions[-1])
-    # The stream is in position order; a gap is a dropped (undecodable) image.
-    skipped = last + 1 - self._next_position - len(positions)
-    if skipped:
-      self._counters.train += skipped
-      logging.warning(
-          "Train input: skipped %d undecodable image(s) before stream position "
-          "%d (%d so far in this run).", skipped, last, self._counters.train)
-    self._next_position = last + 1
-    return batch
-
-
 def create_datasets(config, process_index: int | None = None,
                     process_count: int | None = None,
                     start_step: int = 0) -> DataBundle:
@@ -213,61 +182,26 @@ def create_datasets(config, process_index: int | None = None,
   counters = _Counters()
   options = _tf_options(config)
   label_fn = _label_fn(source.task, num_classes)
+  image_size = int(defaults.get(config, "image_size"))
+  prefetch = int(defaults.get(config, "prefetch_batches"))
 
   # ---- Train.
-  records, n_local = source.records("train", process_index, process_count,
-                                    ordered=False)
-  if n_local <= 0:
-    raise ValueError(f"Process {process_index} has no train examples.")
-  cache = bool(defaults.get(config, "cache"))
-  prefetch = int(defaults.get(config, "prefetch_batches"))
-  if cache:
-    records = records.cache()
-  start_position = start_step * train_b
-  first_epoch, offset = divmod(start_position, n_local)
-  shuffle_buffer = int(defaults.get(config, "shuffle_buffer_size") or 0)
-  seed = int(defaults.get(config, "seed"))
-  shuffle_base = ((seed * 1_000_003 + process_index) * 1_000_033) % (1 << 40)
-
-  def epoch_stream(epoch):
-    ds = records
-    if shuffle_buffer > 1:
-      ds = ds.shuffle(min(shuffle_buffer, n_local),
-                      seed=shuffle_base + epoch + 1,
-                      reshuffle_each_iteration=False)
-    return ds.enumerate().map(lambda k, r: (epoch * n_local + k, r))
-
-  with _without_global_tf_seed():
-    train = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
-        epoch_stream)
-  # Skip before decoding: records only.
-  train = train.skip(offset)
-
-  global_batch = train_b * process_count
-  image_size = int(defaults.get(config, "image_size"))
-  area_range = tuple(defaults.get(config, "crop_area_range"))
-  aspect_range = tuple(defaults.get(config, "crop_aspect_range"))
-  min_covered = float(defaults.get(config, "crop_min_object_covered"))
-
-  def decode_train(position, record):
-    example = source.parse(record)
-    global_position = ((position // train_b) * global_batch
-                       + process_index * train_b + position % train_b)
-    image = preprocessing.preprocess_train(
-        example.pop("image"), tf.stack([tf.constant(seed, tf.int64),
-                                        global_position]),
-        image_size=image_size, area_range=area_range,
-        aspect_range=aspect_range, min_object_covered=min_covered)
-    return dict(example, image=image, _position=position)
-
-  train = train.map(decode_train, num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
-  train = train.ignore_errors()
-  train = train.map(label_fn, num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
-  train = train.batch(train_b, drop_remainder=True)
-  train = train.prefetch(prefetch)
-  train = train.with_options(options)
+  num_train = source.num_examples("train")
+  if num_train <= 0:
+    raise ValueError(f"{source.name} has no train examples.")
+  train = train_stream.TrainStream(
+      lookup=source.lookup("train"), parse=source.parse,
+      num_examples=num_train, label_fn=label_fn,
+      process_index=process_index, process_count=process_count,
+      local_batch=train_b, start_step=start_step,
+      seed=int(defaults.get(config, "seed")),
+      shuffle=bool(defaults.get(config, "shuffle")),
+      image_size=image_size,
+      area_range=defaults.get(config, "crop_area_range"),
+      aspect_range=defaults.get(config, "crop_aspect_range"),
+      min_object_covered=defaults.get(config, "crop_min_object_covered"),
+      options=options, prefetch=prefetch,
+      on_skip=train_stream.log_skip(counters))
 
   # ---- Eval.
   num_eval = source.num_examples("eval") if source.has_eval() else 0
@@ -292,7 +226,7 @@ def create_datasets(config, process_index: int | None = None,
         decode_eval, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     eval_ds = eval_ds.ignore_errors().map(
         label_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache:
+    if bool(defaults.get(config, "cache")):
       eval_ds = eval_ds.cache()
     eval_ds = eval_ds.batch(eval_b).prefetch(prefetch).with_options(options)
 
@@ -304,9 +238,9 @@ def create_datasets(config, process_index: int | None = None,
                       process_index)
 
   return DataBundle(
-      train=TrainIterator(train, start_position, counters),
+      train=train,
       eval_batches=eval_batches,
-      num_train_examples=source.num_examples("train"),
+      num_train_examples=num_train,
       num_eval_examples=num_eval,
       num_classes=num_classes,
       class_weights=class_weights,

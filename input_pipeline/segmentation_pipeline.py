@@ -69,6 +69,9 @@ def segmentation_data_config() -> ml_collections.ConfigDict:
   c.min_scale_factor = 0.5
   c.max_scale_factor = 2.0
   c.scale_factor_step_size = 0.25
+  # Train order: each process shuffles its share with a buffer of this many records
+  # (the classification stream's full permutation, train_stream.py, is not used here).
+  c.shuffle_buffer_size = 10_000
   c.embedded_segmentation = ml_collections.ConfigDict(
       dict(embedded_shapes_segmentation.DEFAULT_PARAMS))
   return c

@@ -1,15 +1,20 @@
-"""Where examples come from: tfds datasets, image folders, TFRecord shards.
+"""Where examples come from: tfds datasets, image folders, TFRecord/ArrayRecord shards.
 
-A `Source` turns `config.dataset` into per-process streams of *records*: small
-dicts holding the still-encoded image bytes and the raw label(s). Records are
-cheap to read, shuffle and skip; `Source.parse` (run later, inside the decode
-step, where bad data is skipped) turns a record into
+A `Source` turns `config.dataset` into random access to the *records* of a split:
+`source.lookup(role)` maps a record id (int64 scalar tensor, 0 <= id < N, the
+split's stored order) to the still-encoded record, inside a tf.data map.
+`Source.parse` (run in the same map, where bad data is caught) turns a record into
 `{"image": encoded bytes, "label": int64 []}` (single-label) or
 `{"image": encoded bytes, "labels": int64 [n]}` (multi-label).
 
-Process shares: the examples of a split, in their stored order, are cut into
-`process_count` contiguous runs, the first `N % process_count` one example
-longer (exactly `tfds.even_splits`); process p reads only run p. A share's
+Readers (record_readers.py): tfds datasets prepared as ArrayRecord are read through
+`builder.as_data_source` (raw bytes, deserialised by tfds' own graph code);
+datasets prepared as TFRecord the old way, and TFRecord corpora, through a
+record-offset index built once per start; folders through their file list.
+
+Process shares (the eval stream): the examples of a split, in their stored order,
+are cut into `process_count` contiguous runs, the first `N % process_count` one
+example longer (exactly `tfds.even_splits`); process p reads only run p. A share's
 global offset is `p * (N // P) + min(p, N % P)`.
 
 Accepted `config.dataset` values:
@@ -19,7 +24,9 @@ Accepted `config.dataset` values:
   "embedded_shapes"            the locally generated dataset (config.embedded)
   "folder:/root"               tfds.folder_dataset.ImageFolder layout
                                (/root/<split>/<class name>/<image>)
-  "tfrecord_multilabel:/glob"  tfrecord_format.py (eval shards: config.eval_files)
+  "tfrecord_multilabel:/glob"  tfrecord_format.py (eval shards: config.eval_files);
+                               TFRecord files, or ArrayRecord files converted by
+                               `python -m input_pipeline.convert_tfrecords`
 """
 
 from __future__ import annotations
@@ -27,14 +34,16 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from typing import Any
+from typing import Any, Callable
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from input_pipeline import defaults
 from input_pipeline import embedded_shapes
+from input_pipeline import record_readers
 from input_pipeline import tfrecord_format
 from xception_jax.evaluation import class_weights as weights_io
 
@@ -119,8 +128,22 @@ def share_bounds(num_examples: int, process_index: int,
   return start, start + base + (1 if process_index < extra else 0)
 
 
+def python_lookup(reader) -> Callable[[tf.Tensor], tf.Tensor]:
+  """A graph function id -> record bytes that calls `reader[id]` in Python."""
+
+  def fetch(i):
+    return reader[int(i)]
+
+  def lookup(record_id):
+    record = tf.numpy_function(fetch, [record_id], tf.string, stateful=False)
+    record.set_shape([])
+    return record
+
+  return lookup
+
+
 class Source:
-  """Records of a dataset's train and eval splits, per process."""
+  """Random access to the records of a dataset's train and eval splits."""
 
   name: str
   task: str
@@ -134,15 +157,24 @@ class Source:
     """Examples in the whole train or eval split (role: "train" | "eval")."""
     raise NotImplementedError
 
-  def records(self, role: str, process_index: int, process_count: int, *,
-              ordered: bool) -> tuple[tf.data.Dataset, int]:
-    """This process's share, in a fixed order, and its number of examples.
-
-    ordered=True reads it in exactly the stored order (so position k of the
-    share is example start + k of the split); ordered=False may interleave
-    files for speed, still deterministically.
-    """
+  def lookup(self, role: str) -> Callable[[tf.Tensor], Any]:
+    """A graph function: record id (int64 scalar) -> the still-encoded record."""
     raise NotImplementedError
+
+  def records(self, role: str, process_index: int = 0, process_count: int = 1,
+              *, ordered: bool = True) -> tuple[tf.data.Dataset, int]:
+    """This process's share in stored order, and its number of examples.
+
+    Position k of the share is example `start + k` of the split. (`ordered` is
+    kept for callers; every source reads in stored order.)
+    """
+    del ordered
+    start, end = share_bounds(self.num_examples(role), process_index,
+                              process_count)
+    ds = tf.data.Dataset.range(start, end).map(
+        self.lookup(role), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    return ds, end - start
 
   def parse(self, record: Any) -> dict[str, tf.Tensor]:
     return record
@@ -210,53 +242,49 @@ class TfdsSource(Source):
                                           if spec.confidence else [])
     self._decoders = tfds.decode.PartialDecoding(
         _nested_true(paths), decoders={image_key: tfds.decode.SkipDecoding()})
-    # Opening the train split here checks the data is there, before any work.
-    self._num_examples = {}
-    self._num_examples["train"] = self._count(splits["train"])
+    # Only the features read are deserialised (as tfds' own reader does).
+    self._features = self._decoders.extract_features(features)
+    # Opening the splits here checks the data is there, before any work.
+    self._readers = {"train": self._open(splits["train"])}
     if splits.get("eval"):
-      self._num_examples["eval"] = self._count(splits["eval"])
+      self._readers["eval"] = self._open(splits["eval"])
 
-  def _as_dataset(self, split, ordered: bool) -> tf.data.Dataset:
-    read_config = tfds.ReadConfig(
-        try_autocache=False,
-        interleave_cycle_length=1 if ordered else 16,
-        interleave_block_length=1,
-        # Order is ours to define (even for tfds datasets marked ordered).
-        enable_ordering_guard=False,
-        assert_cardinality=True)
+  def _open(self, split: str):
+    """Raw-bytes random access to a split (ArrayRecord, or a TFRecord index)."""
     try:
-      return self.builder.as_dataset(split=split, shuffle_files=False,
-                                     decoders=self._decoders,
-                                     read_config=read_config)
-    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
+      return self.builder.as_data_source(
+          split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+    except NotImplementedError:
+      pass  # Not prepared, or prepared as TFRecord.
+    try:
+      instructions = self.builder.info.splits[split].file_instructions
+    except (KeyError, ValueError, AssertionError) as e:
       raise DatasetNotPreparedError(_not_prepared_message(
           self.builder, self.name)) from e
-
-  def _count(self, split: str) -> int:
-    n = int(self._as_dataset(split, ordered=True).cardinality())
-    if n >= 0:
-      return n
-    return int(self.builder.info.splits[split].num_examples)
+    spans = [record_readers.FileSpan(os.fspath(f.filename), f.skip, f.take)
+             for f in instructions]
+    if not spans or not all(os.path.isfile(s.path) for s in spans):
+      raise DatasetNotPreparedError(_not_prepared_message(
+          self.builder, self.name))
+    logging.warning(
+        "%s (%s) is prepared as TFRecord: indexing %d file(s) for random access "
+        "(reads every record header once per start). For large datasets "
+        "prepare it as ArrayRecord instead (docs/DATA.md).", self.name, split,
+        len(spans))
+    return record_readers.TFRecordIndex(spans)
 
   def has_eval(self):
-    return "eval" in self._num_examples
+    return "eval" in self._readers
 
   def num_examples(self, role):
-    return self._num_examples[role]
+    return len(self._readers[role])
 
-  def records(self, role, process_index, process_count, *, ordered):
-    split = self._splits[role]
-    if process_count > 1:
-      split = tfds.even_splits(split, n=process_count)[process_index]
-    ds = self._as_dataset(split, ordered)
-    n = int(ds.cardinality())
-    if n < 0:
-      start, end = share_bounds(self._num_examples[role], process_index,
-                                process_count)
-      n = end - start
-    return ds, n
+  def lookup(self, role):
+    return python_lookup(self._readers[role])
 
   def parse(self, record):
+    record = self._features.deserialize_example(
+        record, decoders=self._decoders.decoders)
     image = record[self._image_key]
     if self._spec is None:
       return {"image": image, "label": record[self._label_key]}
@@ -276,7 +304,7 @@ def _not_prepared_message(builder, name: str) -> str:
   data_dir = os.fspath(builder.data_dir_root)
   manual_dir = os.path.join(data_dir, "downloads", "manual")
   files = _lookup(MANUAL_FILES, name)
-  build = (f"tfds build {name} --data_dir={data_dir}" +
+  build = (f"tfds build {name} --data_dir={data_dir} --file_format=array_record" +
            (f" --manual_dir={manual_dir}" if files or
             builder.MANUAL_DOWNLOAD_INSTRUCTIONS else ""))
   msg = f"Dataset {name} is not prepared in {data_dir}."
@@ -336,15 +364,11 @@ class FolderSource(Source):
   def num_examples(self, role):
     return len(self._paths[role])
 
-  def records(self, role, process_index, process_count, *, ordered):
-    del ordered  # The file list is read in order either way.
-    start, end = share_bounds(self.num_examples(role), process_index,
-                              process_count)
-    ds = tf.data.Dataset.from_tensor_slices(
-        (self._paths[role][start:end], self._labels[role][start:end]))
-    ds = ds.map(lambda p, l: {"image": tf.io.read_file(p), "label": l},
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds, end - start
+  def lookup(self, role):
+    paths = tf.constant(self._paths[role], tf.string)
+    labels = tf.constant(self._labels[role], tf.int64)
+    return lambda i: {"image": tf.io.read_file(tf.gather(paths, i)),
+                      "label": tf.gather(labels, i)}
 
 
 # ----------------------------------------------------------------------------
@@ -352,7 +376,9 @@ class FolderSource(Source):
 
 
 class TfrecordSource(Source):
-  """tf.train.Example shards (input_pipeline/tfrecord_format.py)."""
+  """tf.train.Example shards (input_pipeline/tfrecord_format.py), as TFRecord
+  files (read through a record-offset index) or ArrayRecord files (converted by
+  `python -m input_pipeline.convert_tfrecords`)."""
 
   def __init__(self, train_pattern: str, eval_pattern: str | None,
                num_classes: int | None):
@@ -363,40 +389,30 @@ class TfrecordSource(Source):
     self.name = TFRECORD_PREFIX + train_pattern
     self.task = MULTI_LABEL
     self.num_classes = int(num_classes)
-    self._shards = {"train": tfrecord_format.list_shards(train_pattern)}
+    self._readers = {"train": self._open(train_pattern, "config.dataset")}
     if eval_pattern:
-      self._shards["eval"] = tfrecord_format.list_shards(eval_pattern)
+      self._readers["eval"] = self._open(eval_pattern, "config.eval_files")
+
+  @staticmethod
+  def _open(pattern: str, field: str):
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+      raise FileNotFoundError(
+          f"{field}: no files match {pattern!r}. Write TFRecords with "
+          "input_pipeline.tfrecord_format.write_examples (see its docstring for "
+          "the format), convert them with python -m "
+          "input_pipeline.convert_tfrecords, or fix the glob.")
+    return record_readers.open_records(
+        [record_readers.FileSpan(f) for f in files])
 
   def has_eval(self):
-    return "eval" in self._shards
+    return "eval" in self._readers
 
   def num_examples(self, role):
-    return int(sum(self._shards[role][1]))
+    return len(self._readers[role])
 
-  def records(self, role, process_index, process_count, *, ordered):
-    files, counts = self._shards[role]
-    start, end = share_bounds(sum(counts), process_index, process_count)
-    plan_files, skips, takes = [], [], []
-    offset = 0
-    for f, n in zip(files, counts):
-      lo, hi = max(start, offset), min(end, offset + n)
-      if lo < hi:
-        plan_files.append(f)
-        skips.append(lo - offset)
-        takes.append(hi - lo)
-      offset += n
-    read = lambda f, s, t: tf.data.TFRecordDataset(f).skip(s).take(t)
-    ds = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(plan_files, tf.string, shape=[len(plan_files)]),
-         tf.constant(skips, tf.int64, shape=[len(skips)]),
-         tf.constant(takes, tf.int64, shape=[len(takes)])))
-    if ordered or len(plan_files) <= 1:
-      ds = ds.flat_map(read)
-    else:
-      ds = ds.interleave(read, cycle_length=min(16, len(plan_files)),
-                         block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-                         deterministic=True)
-    return ds, end - start
+  def lookup(self, role):
+    return python_lookup(self._readers[role])
 
   def parse(self, record):
     return tfrecord_format.parse_example(record)

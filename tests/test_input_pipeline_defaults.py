@@ -9,7 +9,7 @@ def test_default_data_config_fields():
   assert set(c.keys()) == {
       "dataset", "data_dir", "train_split", "eval_split", "eval_files", "task",
       "num_classes", "class_weights_file", "batch_size", "eval_batch_size",
-      "image_size", "seed", "shuffle_buffer_size", "crop_area_range",
+      "image_size", "seed", "shuffle", "crop_area_range",
       "crop_aspect_range", "crop_min_object_covered", "eval_crop_fraction",
       "prefetch_batches", "cache", "input_threads", "input_autotune", "embedded"}
   assert (c.dataset, c.task) == ("embedded_shapes", "multi_label")

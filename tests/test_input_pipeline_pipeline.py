@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 import input_pipeline
 from input_pipeline import embedded_shapes
 from input_pipeline import tfrecord_format
+from test_input_pipeline_sources import fixed_records
 
 EMB = dict(num_train=64, num_eval=32, image_size=48, num_classes=12,
            max_objects=3, seed=2)
@@ -28,17 +29,15 @@ def _config(data_dir=None, **kw):
   c.data_dir = data_dir
   c.embedded.update(EMB)
   c.update(dict(image_size=32, batch_size=8, eval_batch_size=10,
-                shuffle_buffer_size=16, seed=5))
+                seed=5))
   c.update(kw)
   return c
 
 
 def _stored(data_dir, split):
   """The embedded split in stored order (eval `index` order)."""
-  b = embedded_shapes.builder(data_dir, **EMB)
-  ds = b.as_dataset(split=split, read_config=tfds.ReadConfig(
-      interleave_cycle_length=1))
-  return list(tfds.as_numpy(ds))
+  source = embedded_shapes.builder(data_dir, **EMB).as_data_source(split)
+  return [source[i] for i in range(len(source))]
 
 
 def _multi_hot(labels, n=12):
@@ -253,16 +252,16 @@ def test_mock_imagenet_single_label():
     assert bundle.num_classes == 1000 and bundle.class_weights is None
     train = _take(bundle.train, 5)  # 20 positions: four epochs of 5.
     evals = list(bundle.eval_batches())
-    decoders = input_pipeline.sources.open_source(cfg)._decoders
-    raw = list(tfds.as_numpy(tfds.load("imagenet2012", split="validation",
-                                       decoders=decoders)))
+    raw = _mock_reference("imagenet2012", "validation")
+    raw_train = _mock_reference("imagenet2012", "train")
   for b in train:
     assert b["image"].shape == (4, 24, 24, 3) and b["image"].dtype == np.float32
     assert b["image"].min() >= -1 and b["image"].max() <= 1
     assert b["label"].dtype == np.int32 and b["label"].shape == (4,)
   labels = [int(ex["label"]) for ex in raw]
+  train_labels = [int(ex["label"]) for ex in raw_train]
   assert collections.Counter(np.concatenate([b["label"] for b in train])) == (
-      collections.Counter(labels * 4))
+      collections.Counter(train_labels * 4))
   assert len(evals) == 2
   np.testing.assert_array_equal(evals[0]["index"], [0, 1, 2, 3])
   np.testing.assert_array_equal(evals[1]["index"], [4, -1, -1, -1])
@@ -273,19 +272,32 @@ def test_mock_imagenet_single_label():
   # Images of random sizes were resized; the JPEG path decodes them.
   ref = tf.image.resize(tf.image.central_crop(
       tf.io.decode_jpeg(raw[0]["image"], channels=3), 0.875), [24, 24])
-  np.testing.assert_allclose(evals[0]["image"][0], ref.numpy() / 127.5 - 1,
-                             atol=4 / 127.5)
+  # decode_and_crop_jpeg upsamples chroma near the window's edge from the
+  # window alone, so a few pixels there differ by several levels.
+  diff = np.abs(evals[0]["image"][0] - (ref.numpy() / 127.5 - 1))
+  assert diff.mean() < 1.5 / 127.5 and np.percentile(diff, 95) < 4 / 127.5
+
+
+def _mock_reference(name, split):
+  """The mocked split as tfds' data source decodes it (image bytes kept)."""
+  source = tfds.builder(name).as_data_source(
+      split, decoders={"image": tfds.decode.SkipDecoding()})
+  return [source[i] for i in range(len(source))]
 
 
 def test_mock_voc_multi_label():
-  with tfds.testing.mock_data(num_examples=3):
+  rng = np.random.default_rng(0)
+  raw = [{"image": rng.integers(0, 256, (9, 7, 3), dtype=np.uint8),
+          "labels": sorted({int(i), int(j)})}
+         for i, j in rng.integers(0, 20, (3, 2))]
+  with tfds.testing.mock_data(as_data_source_fn=fixed_records(raw)):
     cfg = _config(dataset="voc/2012", task="multi_label", batch_size=3,
                   eval_batch_size=3, eval_split="validation")
     bundle = input_pipeline.create_datasets(cfg, 0, 1)
     evals = list(bundle.eval_batches())
-    decoders = input_pipeline.sources.open_source(cfg)._decoders
-    raw = list(tfds.as_numpy(tfds.load("voc/2012", split="validation",
-                                       decoders=decoders)))
+    train = next(bundle.train)
+  assert collections.Counter(map(tuple, train["label"])) == collections.Counter(
+      tuple(_multi_hot(ex["labels"], 20)) for ex in raw)
   assert bundle.num_classes == 20 and len(evals) == 1
   for row, ex in zip(evals[0]["label"], raw, strict=True):
     np.testing.assert_array_equal(row, _multi_hot(ex["labels"], 20))
@@ -307,7 +319,7 @@ def _corrupt_corpus(tmp_path, bad_label=False):
   tfrecord_format.write_raw_records(str(path), records)
   return _config(dataset=f"tfrecord_multilabel:{tmp_path}/c-*.tfrecord",
                  eval_files=f"{tmp_path}/c-*.tfrecord", num_classes=12,
-                 batch_size=4, eval_batch_size=4, shuffle_buffer_size=1,
+                 batch_size=4, eval_batch_size=4, shuffle=False,
                  image_size=16)
 
 
@@ -316,15 +328,17 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
   train = _take(bundle.train, 5)
   ids = [int(np.argmax(r)) for b in train for r in b["label"]]
   good = [i for i in range(12) if i not in (5, 9)]
-  assert ids == good + good  # No shuffling: records in order, bad ones gone.
-  assert bundle.skipped_images()["train"] == 4
+  # Stored order; a bad record's position shows the next record instead.
+  epoch = [0, 1, 2, 3, 4, 6, 6, 7, 8, 10, 10, 11]
+  assert ids == epoch + epoch[:8]
+  assert bundle.skipped_images()["train"] == 3
   evals = list(bundle.eval_batches())
   assert len(evals) == 3  # ceil(12 / 4), padded.
   index = np.concatenate([b["index"] for b in evals])
   mask = np.concatenate([b["mask"] for b in evals])
   np.testing.assert_array_equal(index[mask == 1], good)
   assert mask.sum() == 10 and (index[mask == 0] == -1).all()
-  assert bundle.skipped_images() == {"train": 4, "eval_last_pass": 2,
+  assert bundle.skipped_images() == {"train": 3, "eval_last_pass": 2,
                                      "eval_total": 2}
   list(bundle.eval_batches())
   assert bundle.skipped_images()["eval_total"] == 4
@@ -358,8 +372,7 @@ def test_interleaved_shards_are_deterministic_and_resumable(tmp_path):
   tfrecord_format.write_examples(str(tmp_path / "s-*.tfrecord"), examples,
                                  num_shards=5)
   cfg = _config(dataset=f"tfrecord_multilabel:{tmp_path}/s-*.tfrecord",
-                num_classes=10, batch_size=6, shuffle_buffer_size=8,
-                image_size=16)
+                num_classes=10, batch_size=6, image_size=16)
   full = _take(input_pipeline.create_datasets(cfg, 1, 2).train, 12)
   again = _take(input_pipeline.create_datasets(cfg, 1, 2).train, 12)
   resumed = _take(input_pipeline.create_datasets(cfg, 1, 2,
@@ -379,12 +392,13 @@ def test_mock_other_classification_datasets(name, classes):
     bundle = input_pipeline.create_datasets(cfg, 0, 1)
     batch = next(bundle.train)
     evals = list(bundle.eval_batches())
-    decoders = input_pipeline.sources.open_source(cfg)._decoders
-    raw = list(tfds.as_numpy(tfds.load(name, split="test", decoders=decoders)))
+    raw = _mock_reference(name, "test")
+    raw_train = _mock_reference(name, "train")
   assert bundle.num_classes == classes
   assert batch["image"].shape == (6, 20, 20, 3)
   assert -1 <= batch["image"].min() and batch["image"].max() <= 1
-  assert sorted(batch["label"].tolist()) == sorted(int(r["label"]) for r in raw)
+  assert sorted(batch["label"].tolist()) == sorted(
+      int(r["label"]) for r in raw_train)
   np.testing.assert_array_equal(evals[0]["label"], [r["label"] for r in raw])
   if name == "mnist":  # Grey PNGs come out as equal RGB channels.
     np.testing.assert_array_equal(evals[0]["image"][..., 0],

@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
 TINY = {"embedded.num_train": 96, "embedded.num_eval": 40, "embedded.image_size": 72,
         "embedded.num_classes": 8, "image_size": 72, "batch_size": 8,
-        "eval_batch_size": 16, "shuffle_buffer_size": 64, "model.num_middle_blocks": 1,
+        "eval_batch_size": 16, "model.num_middle_blocks": 1,
         "num_train_steps": STEPS, "log_every_steps": 1, "eval_every_steps": 3,
         "checkpoint_every_steps": 2, "async_checkpointing": True,
         "progress_every_secs": 3600.0}

@@ -73,7 +73,7 @@ BAD_NUMBERS = [
     ("crop_aspect_range", (0.0, 1.0), "0 < lo <= hi"),
     ("crop_min_object_covered", 1.5, "[0, 1]"),
     ("eval_crop_fraction", 0.0, "(0, 1]"),
-    ("shuffle_buffer_size", -1, ">= 0"),
+    ("shuffle", None, "True (a permutation of the whole split per epoch) or False"),
     ("model.dropout_rate", 1.0, "[0, 1)"),
     ("model.width_multiplier", 0.0, "> 0"),
     ("model.num_middle_blocks", -1, ">= 0"),
@@ -85,6 +85,11 @@ BAD_NUMBERS = [
 @pytest.mark.parametrize("field,value,allowed", BAD_NUMBERS)
 def test_impossible_numbers_are_refused(field, value, allowed, tmp_path):
   _refused(_config(**{field: value}), tmp_path, f"config.{field} = {value!r}", allowed)
+
+
+def test_removed_fields_are_refused_not_ignored(tmp_path):
+  _refused(_config(shuffle_buffer_size=10_000), tmp_path,
+           "config.shuffle_buffer_size = 10000", "removed", "config.shuffle = False")
 
 
 def test_epochs_must_be_positive_when_they_decide(tmp_path):

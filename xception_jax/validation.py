@@ -99,7 +99,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("eval_batch_size", at_least(1), "an integer >= 1 (the global batch)"),
     ("image_size", at_least(1), "an integer >= the model's minimum input"),
     ("seed", at_least(0), "an integer >= 0"),
-    ("shuffle_buffer_size", at_least(0), "an integer >= 0 (0: no shuffling)"),
+    ("shuffle", boolean, "True (a permutation of the whole split per epoch) or False"),
     ("crop_area_range", increasing_pair(0.0, 1.0), "(lo, hi) with 0 < lo <= hi <= 1"),
     ("crop_aspect_range", increasing_pair(0.0, math.inf), "(lo, hi) with 0 < lo <= hi"),
     ("crop_min_object_covered", between(0.0, 1.0), "a number in [0, 1]"),
@@ -244,7 +244,26 @@ def _check_files(config) -> Optional[str]:
   return None
 
 
-CHECKS: list[Callable[[Any], Optional[str]]] = [_check_epochs, _check_dataset, _check_files]
+# Fields that were removed, and what replaces them: a config still setting one is
+# refused rather than silently ignored.
+REMOVED = {
+    "shuffle_buffer_size": (
+        "removed: the train stream shuffles the whole split every epoch "
+        "(input_pipeline/train_stream.py); delete the line, or set config.shuffle = "
+        "False for the stored order"),
+}
+
+
+def _check_removed(config) -> Optional[str]:
+  for field, why in REMOVED.items():
+    value = _get(config, field, KeyError)
+    if value is not KeyError:
+      return f"config.{field} = {value!r}: {why}."
+  return None
+
+
+CHECKS: list[Callable[[Any], Optional[str]]] = [_check_epochs, _check_removed,
+                                                 _check_dataset, _check_files]
 
 
 # -- the model, through its own factory ----------------------------------------------

@@ -1,0 +1,247 @@
+"""The train stream: global batches that are a function of the config alone.
+
+Positions. The stream is a sequence of global positions g = 0, 1, 2, ...; global
+step s holds positions [s * B, (s + 1) * B) with B = config.batch_size, in that
+order. Position g lies in epoch e = g // N at rank k = g % N (N: train examples)
+and shows record
+
+    record_id(g) = permutation_e(k)
+
+where permutation_e is a seeded bijection of [0, N) per epoch
+(`tf.random.experimental.index_shuffle` with seed (config.seed, e): a full
+shuffle of the whole split that needs no memory and no state), or the identity
+when config.shuffle is False. The example is augmented with stateless random ops
+seeded by (config.seed, g).
+
+Processes. With P processes and b = B // P, process p feeds rows
+[p * b, (p + 1) * b) of every global batch: its local position q (step q // b,
+row q % b) is global position (q // b) * B + p * b + q % b. It reads only those
+records. So the examples of a step and their augmentation are the same for any
+number of processes and devices, and the concatenation of the P local batches of
+a step, in process order, is the global batch.
+
+Resume. Starting at step s starts the local positions at s * b: nothing before
+it is read, so the cost does not depend on s, and no iterator state is needed
+beyond the step.
+
+Undecodable images. The example at position g whose image (or record) fails to
+decode is replaced by the first record that decodes among ranks k + 1, k + 2, ...
+of the same epoch's permutation (wrapping around), still augmented with seed g.
+Every other position keeps its example, so a bad record never shifts the
+stream. The fast path drops the failing element (tf.data `ignore_errors`); the
+iterator notices the missing position, computes the substitute eagerly with the
+same graph function, counts it, and restarts the tf.data pipeline at the next
+step (cheap, as above).
+
+Exit. Records are read by Python (sources.python_lookup) inside tf.data's threads. A
+tf.data iterator still running when the interpreter shuts down waits for those
+threads, which can no longer take the GIL: the process hangs at exit (11 of 12 runs of
+a minimal repro, TensorFlow 2.21). Every TrainStream therefore drops its iterator in an
+`atexit` hook, while the interpreter is alive; `close()` does it earlier.
+"""
+
+from __future__ import annotations
+
+import atexit
+from typing import Callable, Iterator
+import weakref
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import preprocessing
+
+# How many following records a substitute search tries before giving up.
+MAX_SUBSTITUTE_TRIES = 1000
+_DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
+
+
+def global_position(local_position, process_index: int, local_batch: int,
+                    process_count: int):
+  """Local position q of process p -> global position (TF or NumPy integers)."""
+  return ((local_position // local_batch) * (local_batch * process_count)
+          + process_index * local_batch + local_position % local_batch)
+
+
+def permutation(rank, epoch, num_examples: int, seed: int,
+                shuffle: bool) -> tf.Tensor:
+  """permutation_epoch(rank): the record id at `rank` (any shape) of an epoch."""
+  rank = tf.cast(rank, tf.int64)
+  if not shuffle or num_examples == 1:
+    return rank
+  return tf.random.experimental.index_shuffle(
+      rank, tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]),
+      tf.constant(num_examples - 1, tf.int64))
+
+
+def record_id(position: tf.Tensor, offset: tf.Tensor, num_examples: int,
+              seed: int, shuffle: bool) -> tf.Tensor:
+  """The record shown at global position g (a scalar), or `offset` ranks after
+  it in the same epoch (wrapping around)."""
+  position = tf.cast(position, tf.int64)
+  epoch = position // num_examples
+  rank = (position % num_examples + tf.cast(offset, tf.int64)) % num_examples
+  return permutation(rank, epoch, num_examples, seed, shuffle)
+
+
+class TrainStream:
+  """Infinite iterator of this process's train batches (dicts of NumPy arrays).
+
+  Args:
+    lookup, parse: the source's record access (sources.Source).
+    num_examples: N, the train split's size.
+    label_fn: example dict -> example dict with the model's `label`.
+    process_index, process_count, local_batch: p, P and b = B // P.
+    start_step: the first step yielded.
+    seed, shuffle, image_size, crop: config fields.
+    options: tf.data options.
+    prefetch: batches prefetched by tf.data.
+    on_skip: called with each undecodable position's global position.
+  """
+
+  def __init__(self, *, lookup: Callable, parse: Callable, num_examples: int,
+               label_fn: Callable, process_index: int, process_count: int,
+               local_batch: int, start_step: int, seed: int, shuffle: bool,
+               image_size: int, area_range, aspect_range, min_object_covered,
+               options: tf.data.Options, prefetch: int,
+               on_skip: Callable[[int], None]):
+    self._lookup, self._parse, self._label_fn = lookup, parse, label_fn
+    self._n = int(num_examples)
+    self._p, self._count, self._b = process_index, process_count, local_batch
+    self._seed, self._shuffle = int(seed), bool(shuffle)
+    self._augment = dict(image_size=int(image_size),
+                         area_range=tuple(area_range),
+                         aspect_range=tuple(aspect_range),
+                         min_object_covered=float(min_object_covered))
+    self._options, self._prefetch = options, int(prefetch)
+    self._on_skip = on_skip
+    self._next = int(start_step) * local_batch  # Next local position.
+    self._iterator: Iterator | None = None
+    self._eager_example = None
+    _OPEN_STREAMS.add(self)
+
+  def close(self) -> None:
+    """Stops the reader threads (the next `next()` starts them again)."""
+    self._iterator = None
+
+  # -- The example at a position (one graph function for both paths).
+
+  def example(self, position: tf.Tensor, offset: tf.Tensor) -> dict:
+    """Parsed, augmented example for global position g from record `offset`
+    ranks after its own (0: its own record)."""
+    rid = record_id(position, offset, self._n, self._seed, self._shuffle)
+    example = dict(self._parse(self._lookup(rid)))
+    seed = tf.stack([tf.constant(self._seed, tf.int64),
+                     tf.cast(position, tf.int64)])
+    example["image"] = preprocessing.preprocess_train(
+        example.pop("image"), seed, **self._augment)
+    return example
+
+  def _dataset(self, start: int) -> tf.data.Dataset:
+    p, b, count = self._p, self._b, self._count
+
+    def at(q):
+      example = self.example(global_position(q, p, b, count),
+                             tf.constant(0, tf.int64))
+      return dict(example, _position=q)
+
+    ds = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
+    ds = ds.map(at, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors()  # Undecodable: a missing position, filled below.
+    ds = ds.map(self._label_fn, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.batch(b, drop_remainder=True).prefetch(self._prefetch)
+    return ds.with_options(self._options)
+
+  # -- Iteration.
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._iterator is None:
+      self._iterator = self._dataset(self._next).as_numpy_iterator()
+    batch = _next_or_clear_error(self._iterator)
+    positions = batch.pop("_position")
+    first, end = self._next, self._next + self._b
+    self._next = end
+    if positions[0] == first and positions[-1] == end - 1:
+      return batch  # Positions are increasing: all b of them are here.
+    # Some position failed: keep this step's rows, fill the gaps, and restart
+    # the tf.data pipeline at the next step (its batches are now misaligned).
+    self._iterator = None
+    rows = {int(q): k for k, q in enumerate(positions) if q < end}
+    out = {key: [] for key in batch}
+    for q in range(first, end):
+      if q in rows:
+        example = {key: value[rows[q]] for key, value in batch.items()}
+      else:
+        example = self._substitute(q)
+      for key in out:
+        out[key].append(example[key])
+    return {key: np.stack(values) for key, values in out.items()}
+
+  def _substitute(self, q: int) -> dict[str, np.ndarray]:
+    """The example for local position q whose own record did not decode."""
+    if self._eager_example is None:
+      self._eager_example = tf.function(
+          lambda g, j: self._label_fn(self.example(g, j)))
+    g = int(global_position(q, self._p, self._b, self._count))
+    tries = min(self._n, MAX_SUBSTITUTE_TRIES + 1)
+    for offset in range(tries):
+      try:
+        example = self._eager_example(tf.constant(g, tf.int64),
+                                      tf.constant(offset, tf.int64))
+      except _DECODE_ERRORS as e:
+        if "Label id out of range" in str(e):
+          _raise_clear(e)
+        if offset == 0:
+          self._on_skip(g)  # Its own record is undecodable (counted once).
+        continue
+      if offset == 0:
+        # Decodes when run alone: the pipeline's failure was transient.
+        logging.warning("Train input: position %d failed once in tf.data but "
+                        "decodes on a second read.", g)
+      return {key: np.asarray(value) for key, value in example.items()}
+    raise RuntimeError(
+        f"Train input: no decodable image among {tries} records from global "
+        f"position {g} on; is the dataset readable?")
+
+
+# Streams whose tf.data iterators must stop before the interpreter shuts down.
+_OPEN_STREAMS: "weakref.WeakSet[TrainStream]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_streams() -> None:
+  for stream in list(_OPEN_STREAMS):
+    stream.close()
+
+
+def _raise_clear(e: tf.errors.OpError):
+  message = str(e)
+  start = message.find("Label id out of range")
+  raise ValueError(message[start:].splitlines()[0]) from e
+
+
+def _next_or_clear_error(iterator):
+  try:
+    return next(iterator)
+  except tf.errors.InvalidArgumentError as e:
+    if "Label id out of range" in str(e):
+      _raise_clear(e)
+    raise
+
+
+def log_skip(counters) -> Callable[[int], None]:
+  """An on_skip callback that counts and logs into pipeline counters."""
+
+  def on_skip(position: int) -> None:
+    counters.train += 1
+    logging.warning(
+        "Train input: undecodable image at global stream position %d replaced "
+        "by the next decodable record of its epoch (%d so far in this run).",
+        position, counters.train)
+
+  return on_skip

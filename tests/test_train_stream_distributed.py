@@ -1,0 +1,115 @@
+"""Slow: the train stream does not depend on the process count, through the whole trainer.
+
+Issue 14. Three runs of the demo model on a 40-image embedded dataset (batch 8, so an
+epoch is 5 steps):
+  A  one process x 4 CPU devices, steps 1-6, uninterrupted (in this process);
+  B  two jax.distributed processes x 2 CPU devices on loopback (main.py), steps 1-3,
+     checkpoint at step 3;
+  C  one process x 4 devices resuming B's checkpoint, steps 4-6 (across the epoch
+     boundary at step 5).
+B's losses must equal A's steps 1-3, and C's equal A's steps 4-6. Before the index-based
+stream each process shuffled its own share, so the losses of B differed from A's by up
+to 38% (issue 14), and C could not continue B's stream.
+"""
+import glob
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import demo
+from xception_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS, HALF = 6, 3
+TINY = {"embedded.num_train": 40, "embedded.num_eval": 16, "embedded.image_size": 72,
+        "embedded.num_classes": 8, "image_size": 72, "batch_size": 8, "eval_batch_size": 8,
+        "model.num_middle_blocks": 1, "log_every_steps": 1, "eval_every_steps": STEPS,
+        "checkpoint_every_steps": HALF, "async_checkpointing": False}
+
+
+def _config(data_dir, num_train_steps):
+  config = demo.get_config()
+  config.data_dir = str(data_dir)
+  config.update_from_flattened_dict(dict(TINY, num_train_steps=num_train_steps))
+  config.num_devices = 4
+  return config
+
+
+def _losses(workdir):
+  """{step: train_loss} from the TensorBoard event files of a workdir."""
+  values = {}
+  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == "train_loss":
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _two_processes(workdir, data_dir, tmp_path):
+  port = _free_port()
+  overrides = [f"--config.{k}={v}" for k, v in TINY.items()]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "PYTHONUNBUFFERED": "1"}
+  procs, logs = [], []
+  for i in range(2):
+    logs.append(open(tmp_path / f"process{i}.log", "w+"))
+    procs.append(subprocess.Popen(
+        [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
+         f"--config.data_dir={data_dir}", f"--config.num_train_steps={HALF}",
+         f"--coordinator_address=localhost:{port}", "--num_processes=2",
+         f"--process_id={i}", *overrides],
+        cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
+  for i, proc in enumerate(procs):
+    try:
+      code = proc.wait(timeout=900)
+    finally:
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+    logs[i].seek(0)
+    output = logs[i].read()
+    assert code == 0, f"process {i} failed:\n{output[-5000:]}"
+    assert "JAX process %d of 2" % i in output
+    assert f"Training from step 0 to {HALF}" in output
+
+
+@pytest.mark.slow
+def test_two_processes_then_one_continue_the_one_process_stream(tmp_path):
+  data_dir = tmp_path / "tfds"
+  straight, handed_over = str(tmp_path / "one_process"), str(tmp_path / "two_then_one")
+  # A (also generates the data before two processes share data_dir).
+  train.train_and_evaluate(_config(data_dir, STEPS), straight)
+  a = _losses(straight)
+  assert sorted(a) == list(range(1, STEPS + 1))
+  assert a[STEPS] != a[1]  # training moved
+
+  # B: two processes, then C: one process from B's checkpoint.
+  _two_processes(handed_over, data_dir, tmp_path)
+  b = _losses(handed_over)
+  assert sorted(b) == list(range(1, HALF + 1))
+  train.train_and_evaluate(_config(data_dir, STEPS), handed_over)
+  c = {step: loss for step, loss in _losses(handed_over).items() if step not in b}
+  assert sorted(c) == list(range(HALF + 1, STEPS + 1))  # resumed at the checkpoint
+
+  steps_b, steps_c = sorted(b), sorted(c)
+  # Same global batches, same arithmetic on a 4-device mesh: equal up to the
+  # reduction order of the cross-process collectives (1 vs 4 devices: rtol 2e-4).
+  np.testing.assert_allclose([b[s] for s in steps_b], [a[s] for s in steps_b], rtol=2e-4,
+                             err_msg="2 processes x 2 devices vs 1 process x 4")
+  # After the hand-over the parameters already differ by the 2-process arithmetic of
+  # steps 1-3: measured 9e-5, 4e-5, 4.9e-4 relative at steps 4-6; another stream
+  # differs by percents (issue 14: up to 38%).
+  np.testing.assert_allclose([c[s] for s in steps_c], [a[s] for s in steps_c], rtol=2e-3,
+                             err_msg="resumed in 1 process after 2 vs uninterrupted")
