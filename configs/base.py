@@ -13,6 +13,7 @@ from input_pipeline.defaults import default_data_config
 def model_config() -> ml_collections.ConfigDict:
   """The Xception fields (xception_jax.models.Xception), the paper's defaults."""
   return ml_collections.ConfigDict(dict(
+      architecture="xception",
       residual=True,                    # Figure 9's ablation: False
       intermediate_activation=config_dict.placeholder(str),  # None | 'relu' | 'elu' (Fig. 10)
       segments=config_dict.placeholder(int),  # None: depthwise; 1: regular conv; divisors between
