@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from clu import metric_writers
 from PIL import Image
+from test_inception_v3 import hand_count
 
 from configs import demo, experiments
 from xception_jax import report
@@ -51,11 +52,11 @@ def _tiny_xception_config():
   return config
 
 
-def _tiny_inception_config():
+def _inception_config():
+  """Full width (its parameters are then the hand count of Keras' layers), 75x75."""
   config = experiments.get_config("imagenet_inception_v3")
   config.image_size = 75
   config.num_classes = 10
-  config.model.width_multiplier = 0.125
   return config
 
 
@@ -64,7 +65,7 @@ def written(tmp_path_factory):
   root = tmp_path_factory.mktemp("report")
   multi, single = str(root / "multi"), str(root / "single")
   _write_run(multi, _tiny_xception_config(), MULTI)
-  _write_run(single, _tiny_inception_config(), SINGLE)
+  _write_run(single, _inception_config(), SINGLE)
   out = str(root / "out")
   path = report.write_report([multi, single], out)
   with open(path) as f:
@@ -119,7 +120,7 @@ def test_table_holds_the_logged_numbers(written):
   assert multi[5] == "5.00" and multi[6] == "30"          # median of 0.5, 5, 7; last step
   single = _row(text, "imagenet_inception_v3")
   assert single[1:3] == ["0.625", "0.875"]
-  assert single[3] == f"{_params(_tiny_inception_config(), 10):,}"
+  assert single[3] == f"{hand_count(10):,}"
   assert single[5:7] == ["3.50", "8"]
   assert "| Run | Top-1 accuracy | Top-5 accuracy |" in text
   assert "| Run | MAP@100 | MAP@100, random scores |" in text
