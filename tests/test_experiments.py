@@ -93,8 +93,9 @@ def test_every_experiment_trains_one_step(name):
   config = _tiny(experiments.get_config(name))
   model = create_model(config.model, num_classes=config.num_classes)
   tx = optim.create_optimizer(config)
+  # An rbg key: Inception V3's init compiles ~4x faster than with threefry on CPU.
   state = jax.jit(functools.partial(steps.create_train_state, model, tx, image_size=75))(
-      jax.random.key(0))
+      jax.random.key(0, impl="rbg"))
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, (2, 75, 75, 3)).astype(np.float32)
   if config.task == "single_label":
