@@ -16,7 +16,10 @@ configs/experiments.py:
   xception_segments_N    the spectrum (sections 2 and 6): N = 1 is a regular
                          convolution, then 2, 4, 8 segments; `xception` is depthwise
 
-Running the command again resumes: finished runs are only evaluated again.
+Running the command again resumes: finished runs are only evaluated again. On CPU the
+runs with 2, 4 or 8 segments are the slow ones (grouped convolutions through
+`feature_group_count`, XLA:CPU's slow path; segments=1 is a regular convolution and
+depthwise has the fast shift-and-multiply kernel).
 `--runs=a,b` picks runs; `--steps` and `--eval_every` set the length. docs/RESULTS.md
 holds the table and plots of one full run and the machine it ran on.
 """
