@@ -38,7 +38,7 @@ def test_unknown_run_is_named():
 
 @pytest.mark.slow  # three trainer runs: ~2-4 minutes on 2 cores
 def test_two_step_study_writes_the_report(tmp_path):
-  runs = ("xception", "inception_v3", "xception_segments_2")
+  runs = ("xception", "inception_v3", "xception_segments_1")
   overrides = {"data_dir": str(tmp_path / "tfds"), "embedded.num_train": 64,
                "embedded.num_eval": 32, "batch_size": 8, "eval_batch_size": 16,
                "shuffle_buffer_size": 32, "model.width_multiplier": 0.125}
