@@ -196,6 +196,6 @@ def test_bad_fields_are_refused_in_one_line():
   with pytest.raises(ValueError, match=r"Unknown model architecture 'xception99'; valid: "
                                        r"\['xception', 'xception41'"):
     factory.create_model({"architecture": "xception99"})
-  with pytest.raises(ValueError, match=r"Unknown Xception field\(s\) \['residual'\] for "
+  with pytest.raises(ValueError, match=r"Unknown AlignedXception field\(s\) \['residual'\] for "
                                        r"architecture 'xception41'; valid fields: .*output_"):
     factory.create_model({"architecture": "xception41", "residual": False})

@@ -5,7 +5,8 @@ module class and the constructor arguments the name fixes (e.g. an aligned Xcept
 block list); every other field is one of that module's dataclass fields. A mapping
 without `architecture` (checkpoints written before it existed) means 'xception'.
 Later families register the same way (`register_architecture`): 'deeplabv3plus'
-(DeepLabV3Plus, segmentation) names its aligned-Xception depth in the field `backbone`.
+(DeepLabV3Plus, segmentation) names its aligned-Xception depth in the field `backbone`;
+'inception_v3' is the paper's baseline (InceptionV3).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 from xception_jax.models.aligned_xception import ARCHITECTURES as ALIGNED_BLOCKS
 from xception_jax.models.aligned_xception import AlignedXception
 from xception_jax.models.deeplab import DeepLabV3Plus
+from xception_jax.models.inception_v3 import InceptionV3
 from xception_jax.models.xception import Xception
 
 DEFAULT_ARCHITECTURE = "xception"
@@ -47,6 +49,7 @@ register_architecture(DEFAULT_ARCHITECTURE, Xception)
 for _name, _blocks in ALIGNED_BLOCKS.items():
   register_architecture(_name, AlignedXception, blocks=_blocks)
 register_architecture(DEEPLAB_ARCHITECTURE, DeepLabV3Plus)  # field `backbone`: its depth
+register_architecture("inception_v3", InceptionV3)
 
 
 def architectures() -> tuple[str, ...]:
@@ -76,8 +79,8 @@ def create_model(fields: Mapping[str, Any], **overrides: Any) -> nn.Module:
   valid = model_fields(name)
   unknown = sorted(set(merged) - set(valid))
   if unknown:
-    raise ValueError(f"Unknown Xception field(s) {unknown} for architecture {name!r}; valid "
-                     f"fields: {list(valid)}.")
+    raise ValueError(f"Unknown {arch.module.__name__} field(s) {unknown} for architecture "
+                     f"{name!r}; valid fields: {list(valid)}.")
   for field in _DTYPE_FIELDS:
     if isinstance(merged.get(field), str):
       merged[field] = jnp.dtype(merged[field])
