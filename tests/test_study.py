@@ -41,7 +41,7 @@ def test_two_step_study_writes_the_report(tmp_path):
   runs = ("xception", "inception_v3", "xception_segments_1")
   overrides = {"data_dir": str(tmp_path / "tfds"), "embedded.num_train": 64,
                "embedded.num_eval": 32, "batch_size": 8, "eval_batch_size": 16,
-               "shuffle_buffer_size": 32, "model.width_multiplier": 0.125}
+               "model.width_multiplier": 0.125}
   path = study.run_study(str(tmp_path / "study"), steps=2, eval_every=2, runs=runs,
                          overrides=overrides)
   with open(path) as f:
