@@ -7,7 +7,8 @@ Both run the public entry point `input_pipeline.create_datasets(config, 0, 1,
 start_step)` of two code trees on the same generated corpus, each measurement in a
 fresh Python process:
 
-  old   the input_pipeline/ of git REF (default: `main`, the skip-based pipeline with a
+  old   the input_pipeline/ of git REF (default: c6a3c6e, the last `main` before the
+        index-based stream: the skip-based pipeline with a
         per-process shuffle buffer that reads TFRecords sequentially), extracted with
         `git archive` into a temporary directory;
   new   this tree's (the index-based stream, train_stream.py), on the same TFRecord
@@ -130,7 +131,7 @@ def _header(args) -> None:
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("command", choices=["throughput", "resume", "_worker"])
-  parser.add_argument("--baseline", default="main")
+  parser.add_argument("--baseline", default="c6a3c6e")
   parser.add_argument("--records", type=int)
   parser.add_argument("--repeats", type=int, default=2)
   # Worker arguments.

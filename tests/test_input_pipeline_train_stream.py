@@ -173,3 +173,22 @@ def test_converted_array_records_give_the_same_stream(tmp_path):
                       1, 6)
   _assert_batches_equal(arr, tfr)
   assert bundle.skipped_images()["train"] == 3
+
+
+
+def test_exit_hook_stops_readers_and_the_stream_continues(data_dir):
+  # At interpreter exit, train_stream's atexit hook drops every open stream's tf.data
+  # iterator while Python is alive (a running iterator destroyed during shutdown can
+  # wait forever on reader threads that need the GIL). Dropping it must not change the
+  # stream: the next batch restarts the pipeline at the right position.
+  config = _config(data_dir=data_dir)
+  full, _ = _take(config, 0, 1, 6)
+  bundle = input_pipeline.create_datasets(config, 0, 1, 0)
+  seen = list(itertools.islice(bundle.train, 3))
+  stream = bundle.train
+  assert stream in train_stream._OPEN_STREAMS
+  assert stream._iterator is not None
+  train_stream._close_open_streams()
+  assert stream._iterator is None
+  seen += list(itertools.islice(bundle.train, 3))
+  _assert_batches_equal(seen, full)

@@ -191,42 +191,49 @@ class Trainer:
       evaluator = StreamingMapAtK(self.data.num_classes, k=k, class_weights=weights)
       baseline = StreamingMapAtK(self.data.num_classes, k=k, class_weights=weights)
       rng = np.random.default_rng([config.seed, jax.process_index()])
-    totals = None
-    for local in self.data.eval_batches():
-      if stop is not None and stop():
-        logging.warning("Evaluation at step %d interrupted (preemption).", int(state.step))
-        return {}
-      batch = partitioning.make_global_batch(local, self.data_sharding)
-      metrics, scores = self.eval_step(state, batch)
-      totals = metrics if totals is None else totals.merge(metrics)
-      preemption.fault_point("eval", int(state.step))
+
+    def consume(local, scores):
       if multi:
         rows = partitioning.local_rows(scores)
         evaluator.update(rows, local["label"], indices=local["index"], mask=local["mask"])
         baseline.update(rng.random(rows.shape, np.float32), local["label"],
                         indices=local["index"], mask=local["mask"])
+
+    totals = self._eval_pass(state, stop, consume)
+    if totals is None:
+      return {}
     results = {f"eval_{name}": float(value) for name, value in totals.compute().items()}
     if multi:
       results[f"eval_map_at_{config.map_k}"] = _merged_result(evaluator)
       results[f"eval_map_at_{config.map_k}_random_scores"] = _merged_result(baseline)
     return results
 
+  def _eval_pass(self, state: steps.TrainState, stop, consume):
+    """One pass of eval_step over the eval split, calling `consume(local_batch, output)`
+    for each batch. Returns the merged clu metrics, or None when `stop()` became True
+    (a preemption notice)."""
+    totals = None
+    for local in self.data.eval_batches():
+      if stop is not None and stop():
+        logging.warning("Evaluation at step %d interrupted (preemption).", int(state.step))
+        return None
+      batch = partitioning.make_global_batch(local, self.data_sharding)
+      metrics, output = self.eval_step(state, batch)
+      totals = metrics if totals is None else totals.merge(metrics)
+      consume(local, output)
+      preemption.fault_point("eval", int(state.step))
+    return totals
 
   def _evaluate_segmentation(self, state: steps.TrainState, stop=None) -> dict[str, float]:
     """Loss per labelled pixel, mean IoU, pixel accuracy and per-class IoU over the eval
     split, and the mean IoU of predicting the most frequent class everywhere (chance)."""
     evaluator = StreamingMeanIoU(self.data.num_classes,
                                  ignore_label=getattr(self.data, "ignore_label", 255))
-    totals = None
-    for local in self.data.eval_batches():
-      if stop is not None and stop():
-        logging.warning("Evaluation at step %d interrupted (preemption).", int(state.step))
-        return {}
-      batch = partitioning.make_global_batch(local, self.data_sharding)
-      metrics, confusion = self.eval_step(state, batch)
-      totals = metrics if totals is None else totals.merge(metrics)
-      evaluator.add_confusion_matrix(np.asarray(jax.device_get(confusion)))
-      preemption.fault_point("eval", int(state.step))
+    totals = self._eval_pass(
+        state, stop, lambda local, confusion: evaluator.add_confusion_matrix(
+            np.asarray(jax.device_get(confusion))))
+    if totals is None:
+      return {}
     iou = evaluator.result()
     results = {f"eval_{name}": float(value) for name, value in totals.compute().items()}
     results["eval_mean_iou"] = float(iou["mean_iou"])
