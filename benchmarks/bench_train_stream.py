@@ -70,17 +70,35 @@ def _worker(args) -> None:
   print("RESULT " + json.dumps(result), flush=True)
 
 
+HUNG_AT_EXIT = []  # Workers that printed their result but did not exit.
+
+
 def _measure(root: str, files: str, mode: str, **kw) -> dict:
   command = [sys.executable, os.path.abspath(__file__), "_worker", "--root", root,
              "--files", files, "--mode", mode]
   for key, value in kw.items():
     command += [f"--{key}", str(value)]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  out = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-  lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-  if out.returncode or not lines:
-    raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
-  return json.loads(lines[-1][len("RESULT "):])
+  # The result is read as soon as it is printed: a worker that then fails to exit
+  # (a tf.data iterator destroyed during interpreter shutdown can wait forever for
+  # reader threads, docs/PERFORMANCE.md) is killed and reported, not waited for.
+  with tempfile.TemporaryFile("w+") as err, subprocess.Popen(
+      command, stdout=subprocess.PIPE, stderr=err, text=True, env=env) as proc:
+    result = None
+    for line in proc.stdout:
+      if line.startswith("RESULT "):
+        result = json.loads(line[len("RESULT "):])
+        break
+    try:
+      proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      HUNG_AT_EXIT.append(" ".join(command[3:]))
+      print(f"  (worker hung at exit and was killed: {mode} {kw})", flush=True)
+    if result is None:
+      err.seek(0)
+      raise RuntimeError(f"{' '.join(command)} failed:\n{err.read()[-3000:]}")
+  return result
 
 
 # ---- The parent: corpora, the old tree, the table.
@@ -191,7 +209,8 @@ def main(argv=None) -> None:
                               step=step)["seconds_to_first_batch"])
         print(f"  {label + f' (step {step})':20s}" + "".join(f"{t:18.2f}" for t in row),
               flush=True)
-  print(f"load average {os.getloadavg()[0]:.1f} at the end")
+  print(f"load average {os.getloadavg()[0]:.1f} at the end; workers hung at exit: "
+        f"{len(HUNG_AT_EXIT)}")
 
 
 if __name__ == "__main__":
