@@ -166,9 +166,9 @@ def test_spot_checks_of_the_mapping(synthetic):
 
 
 def test_notop_file_and_include_top(synthetic):
-  model, variables = convert.from_keras(synthetic["files"]["notop.h5"])
+  model, variables = _convert(synthetic["files"]["notop.h5"])
   assert not model.include_top and "head" not in variables["params"]
-  model, variables = convert.from_keras(synthetic["files"]["keras2.h5"], include_top=False)
+  model, variables = _convert(synthetic["files"]["keras2.h5"], include_top=False)
   assert not model.include_top and "head" not in variables["params"]
   with pytest.raises(convert.KerasFileError, match="has no 'predictions' layer"):
     convert.from_keras(synthetic["files"]["notop.h5"], include_top=True)
