@@ -32,7 +32,6 @@ from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from xception_jax.convert.keras import (KERAS_HEAD, KerasFileError, _FileLayer, _get,
                                         _set)
