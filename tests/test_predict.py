@@ -209,3 +209,29 @@ def test_cli_error_exit(setup):
   result = _run_cli(f"--checkpoint={setup['ckpt']}", str(setup["tmp"] / "absent.png"))
   assert result.returncode != 0
   assert "Error: No image file at" in result.stderr
+
+
+def test_inception_v3_checkpoint_predicts(setup):
+  """A registered architecture without `depthwise_impl` (Inception V3, tiny) loads and
+  predicts through the architecture registry; the probabilities are model.apply's."""
+  ckpt = setup["tmp"] / "inception_v3"
+  fields = dict(architecture="inception_v3", width_multiplier=0.125, num_classes=7)
+  model = factory.create_model(fields)
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 80, 80, 3)), train=False))
+  rng = np.random.default_rng(1)
+  variables = jax.tree_util.tree_map_with_path(
+      lambda path, s: _random(rng, jax.tree_util.keystr(path), s.shape), shapes)
+  checkpointing.save_variables(str(ckpt), variables, factory.model_to_fields(model))
+  paths = [setup["paths"]["png"], setup["paths"]["jpeg"]]
+  predictions = predict.predict(str(ckpt), paths, image_size=80, top_k=7,
+                                depthwise_impl="shift")
+  pixels = np.stack([predict.preprocess_image(p, 80) for p in paths])
+  expected = np.asarray(jax.nn.softmax(model.apply(variables, pixels, train=False)))
+  assert expected.std() > 1e-3                       # the images move the probabilities
+  for prediction, p in zip(predictions, expected):
+    assert [c[0] for c in prediction.classes] == list(np.argsort(-p, kind="stable"))
+    assert [c[1] for c in prediction.classes] == [f"class {i}" for i, _, _ in
+                                                  prediction.classes]
+    np.testing.assert_allclose([c[2] for c in prediction.classes],
+                               np.sort(p)[::-1], atol=1e-6)

@@ -1,4 +1,5 @@
-"""Classify image files with an Xception checkpoint.
+"""Classify image files with a checkpoint of any registered classifier (Xception, its
+aligned variants, Inception V3).
 
     python -m xception_jax.predict --checkpoint=/ckpt/xception_keras cat.jpg dog.png
     python -m xception_jax.predict --checkpoint=WORKDIR --multilabel --threshold=0.5 a.jpg
@@ -33,7 +34,7 @@ import dataclasses
 import functools
 import inspect
 import os
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -135,16 +136,27 @@ def _probabilities(model, variables, images, multilabel):
   return jax.nn.sigmoid(logits) if multilabel else jax.nn.softmax(logits)
 
 
+def build_model(fields: Mapping[str, Any], **overrides: Any) -> Any:
+  """The checkpoint's model through the architecture registry, as the trainer builds it
+  (`factory.create_model`); an override the architecture has no field for (Inception V3
+  has no `depthwise_impl`) is left out, since it only picks how the same thing is
+  computed."""
+  from xception_jax.models import factory
+
+  name = fields.get(factory.ARCHITECTURE) or factory.DEFAULT_ARCHITECTURE
+  known = factory.model_fields(name)
+  return factory.create_model(fields, **{k: v for k, v in overrides.items() if k in known})
+
+
 class Predictor:
   """A checkpoint's model and variables with a jitted `probabilities(images)`."""
 
   def __init__(self, checkpoint: str, *, multilabel: bool = False,
                depthwise_impl: str = "auto"):
     from xception_jax import checkpointing
-    from xception_jax.models import factory
 
     variables, fields, step = checkpointing.load_variables(checkpoint)
-    self.model = factory.create_model(fields, depthwise_impl=depthwise_impl)
+    self.model = build_model(fields, depthwise_impl=depthwise_impl)
     if not self.model.include_top:
       raise ValueError(
           f"The checkpoint {checkpoint!r} has no classification head (include_top=False): "

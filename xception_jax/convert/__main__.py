@@ -2,10 +2,12 @@
 
     python -m xception_jax.convert --keras=xception_weights_tf_dim_ordering_tf_kernels.h5 \\
         --out=/ckpt/xception_keras
+    python -m xception_jax.convert --keras=inception_v3.keras --out=/ckpt/inception_v3_keras
     python -m xception_jax.convert --timm=model.safetensors --arch=xception65 \\
         [--output_stride=16] --out=/ckpt/xception65_timm
 
-The checkpoint's model fields say which network it is, so `main.py
+A Keras file is recognised as Xception or InceptionV3 from its layers. The
+checkpoint's model fields say which network it is, so `main.py
 --config.init_from=DIR` and `python -m xception_jax.predict --checkpoint=DIR` read it
 as it is. The file is checked completely before anything is written, and an existing
 checkpoint is never overwritten.
@@ -28,7 +30,8 @@ from xception_jax.models import factory
 
 ALIGNED = ("xception41", "xception65", "xception71")
 
-flags.DEFINE_string("keras", None, "Keras Xception weights: .h5, .weights.h5 or .keras.")
+flags.DEFINE_string("keras", None, "Keras Xception or InceptionV3 weights (recognised from "
+                    "the file): .h5, .weights.h5 or .keras.")
 flags.DEFINE_string("timm", None, "timm aligned Xception state dict (.safetensors).")
 flags.DEFINE_enum("arch", None, ALIGNED, "With --timm: the architecture of the file.")
 flags.DEFINE_integer("output_stride", 32, "With --timm: 32, 16 or 8 (dilated last stages).")

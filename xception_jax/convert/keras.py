@@ -1,7 +1,8 @@
-"""Keras Xception weights -> Flax `Xception` variables (the CLI is in __main__.py).
+"""Keras Xception or InceptionV3 weights -> Flax variables (the CLI is in __main__.py).
 
     python -m xception_jax.convert --keras=xception_weights_tf_dim_ordering_tf_kernels.h5 \\
         --out=/ckpt/xception_keras
+    python -m xception_jax.convert --keras=inception_v3.keras --out=/ckpt/inception_v3_keras
 
     model, variables = from_keras("model.keras")            # library use
     logits = model.apply(variables, images, train=False)      # = Keras' pre-softmax logits
@@ -17,7 +18,15 @@ All are read with h5py (and zipfile) as plain arrays: nothing is unpickled, no K
 config is deserialised, no code from the file runs, and neither Keras nor TensorFlow is
 imported.
 
-Layers are matched by Keras' layer names (`block1_conv1`, `block2_sepconv1_bn`, ...,
+The network is recognised from the file itself (`detect_architecture`): separable
+convolutions or a `block1_conv1` layer mean `keras.applications.Xception` (matched
+here); BatchNormalization layers without scale (beta, moving mean, moving variance) and
+no separable convolution mean `keras.applications.InceptionV3` (matched in
+keras_inception_v3.py, which explains its layer order); anything else is refused in one
+line naming both. The returned model's fields (`factory.model_to_fields`) carry the
+architecture's name, so a converted checkpoint is read back as the right network.
+
+Xception's layers are matched by Keras' layer names (`block1_conv1`, `block2_sepconv1_bn`, ...,
 `predictions`). The four shortcut convolutions and their batch normalizations have no
 name in `keras.applications.Xception` (Keras numbers them `conv2d`, `conv2d_1`, ... or
 `conv2d_1`, ... depending on version and on how many models a session built), so they
@@ -58,8 +67,13 @@ KERAS_HEAD = "predictions"
 NUM_MIDDLE_BLOCKS = 8
 
 
+XCEPTION = "xception"
+INCEPTION_V3 = "inception_v3"
+
+
 class KerasFileError(ValueError):
-  """The file is not a readable Keras Xception weights file (or does not match)."""
+  """The file is not a readable Keras Xception / InceptionV3 weights file (or does not
+  match)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,13 +137,14 @@ class _FileLayer:
   position: int              # model order within the file (within its class for Keras 3)
   source: str                # where it is in the file, for messages
   klass: Optional[str] = None  # Keras 3 class key ('conv2d', ...), None for legacy files
+  named: bool = True         # False: a Keras 3 file without the `name` attribute (name = key)
 
   @property
   def kind(self) -> str:
     if self.klass is not None:
       return _KERAS3_CLASS_KIND.get(self.klass, "other")
     ndims = tuple(a.ndim for a in self.arrays)
-    return {(4,): "conv", (4, 4): "separable", (1, 1, 1, 1): "bn",
+    return {(4,): "conv", (4, 4): "separable", (1, 1, 1, 1): "bn", (1, 1, 1): "bn",
             (2, 1): "dense"}.get(ndims, "other")
 
 
@@ -160,21 +175,21 @@ def _read_legacy(root: h5py.Group) -> list[_FileLayer]:
   return layers
 
 
-def _read_keras3(layers_group: h5py.Group, canonical: Sequence[_Spec]) -> list[_FileLayer]:
-  """Keras 3 `.weights.h5`: layers/<class>[_k]/vars/<i>, k counting in model.layers order."""
-  # Keras' own loading rule, used where a file lacks the `name` attributes.
-  by_class: dict[str, list[_Spec]] = {}
-  for spec in canonical:
-    klass = {v: k for k, v in _KERAS3_CLASS_KIND.items()}[spec.kind]
-    by_class.setdefault(klass, []).append(spec)
+def _read_keras3(layers_group: h5py.Group) -> list[_FileLayer]:
+  """Keras 3 `.weights.h5`: layers/<class>[_k]/vars/<i>, k counting in model.layers order.
+
+  A layer's name is its `vars` group's `name` attribute; a file written without it
+  (older Keras 3) keeps the group key as the name and `named=False`: the architecture's
+  matcher then applies Keras' own loading rule (the k-th layer of a class in
+  `model.layers` order)."""
   layers = []
   for key in layers_group:
     group = layers_group[key]
     if "vars" not in group or not len(group["vars"]):
       if "layers" in group:
         raise KerasFileError(
-            f"layer {key!r} is a nested model; convert a plain "
-            "keras.applications.Xception (or save the nested base model on its own).")
+            f"layer {key!r} is a nested model; convert a plain keras.applications "
+            "Xception or InceptionV3 (or save the nested base model on its own).")
       continue
     klass, k = re.fullmatch(r"(.*?)(?:_(\d+))?", key).groups()
     k = int(k or 0)
@@ -182,13 +197,27 @@ def _read_keras3(layers_group: h5py.Group, canonical: Sequence[_Spec]) -> list[_
     arrays = [np.asarray(vars_group[str(i)]) for i in range(len(vars_group))
               if str(i) in vars_group]
     name = vars_group.attrs.get("name")
-    if name is not None:
-      name = _decode(name)
-    else:
-      specs = by_class.get(klass, [])
-      name = specs[k].keras_name if k < len(specs) and specs[k].named else key
-    layers.append(_FileLayer(name, arrays, k, source=f"layers/{key}", klass=klass))
+    layers.append(_FileLayer(key if name is None else _decode(name), arrays, k,
+                             source=f"layers/{key}", klass=klass, named=name is not None))
   return layers
+
+
+def _name_unnamed_xception_layers(layers: list[_FileLayer]) -> list[_FileLayer]:
+  """Keras' rule for a Keras 3 file without names: the k-th layer of a class in
+  Xception's `model.layers` order (the shortcut layers keep their group keys)."""
+  by_class: dict[str, list[_Spec]] = {}
+  for spec in keras_layer_specs(True):
+    klass = {v: k for k, v in _KERAS3_CLASS_KIND.items()}[spec.kind]
+    by_class.setdefault(klass, []).append(spec)
+  named = []
+  for layer in layers:
+    if not layer.named:
+      specs = by_class.get(layer.klass, [])
+      k = layer.position
+      if k < len(specs) and specs[k].named:
+        layer = dataclasses.replace(layer, name=specs[k].keras_name)
+    named.append(layer)
+  return named
 
 
 def _read_h5(handle: h5py.File, description: str) -> tuple[list[_FileLayer], str]:
@@ -197,7 +226,7 @@ def _read_h5(handle: h5py.File, description: str) -> tuple[list[_FileLayer], str
   if "model_weights" in handle and "layer_names" in handle["model_weights"].attrs:
     return _read_legacy(handle["model_weights"]), "legacy HDF5 model"
   if "layers" in handle and isinstance(handle["layers"], h5py.Group):
-    return _read_keras3(handle["layers"], keras_layer_specs(True)), "Keras 3 weights"
+    return _read_keras3(handle["layers"]), "Keras 3 weights"
   raise KerasFileError(
       f"{description} is HDF5 but holds no Keras weights (no 'layer_names' attribute, "
       f"no 'model_weights' or 'layers' group; top-level keys: {sorted(handle)[:10]}).")
@@ -319,31 +348,62 @@ def _match(layers: list[_FileLayer], include_top: Optional[bool],
   return matched, include_top, num_classes
 
 
+def detect_architecture(layers: Sequence[_FileLayer], description: str) -> str:
+  """'xception' or 'inception_v3' from the file's layers alone; else a one-line error.
+
+  Xception is the only one with separable convolutions (and names its first layer
+  `block1_conv1`); InceptionV3 is the one whose BatchNormalization layers have no scale
+  (3 arrays: beta, moving mean, moving variance)."""
+  if any(l.kind == "separable" or l.name == "block1_conv1" for l in layers):
+    return XCEPTION
+  if any(l.kind == "bn" and len(l.arrays) == 3 for l in layers):
+    return INCEPTION_V3
+  held = [l.name for l in layers]
+  raise KerasFileError(
+      f"{description} does not match Keras' Xception: missing layer 'block1_conv1' and "
+      "no separable convolution; nor Keras' InceptionV3: no BatchNormalization without "
+      f"scale. The file holds {len(held)} weighted layers: "
+      f"{held[:8]}{' ...' if len(held) > 8 else ''}.")
+
+
 def from_keras(path: str, *, include_top: Optional[bool] = None,
-               **model_overrides: Any) -> tuple[Xception, dict]:
-  """Reads a Keras Xception weights file into a Flax Xception and its variables.
+               **model_overrides: Any) -> tuple[Any, dict]:
+  """Reads a Keras Xception or InceptionV3 weights file into a Flax model and variables.
 
   Args:
     path: a Keras weights file (`.h5` legacy weights or model, `.weights.h5`) or a
-      `.keras` archive; see the module docstring.
+      `.keras` archive of `keras.applications.Xception` or `.InceptionV3`; see the
+      module docstring.
     include_top: None detects the `predictions` layer; True requires it; False drops
       it (the model then returns the 2048 pooled features).
-    **model_overrides: Xception fields that do not change the parameters (e.g.
+    **model_overrides: model fields that do not change the parameters (e.g. Xception's
       `depthwise_impl='auto'`, `dtype`); anything else fails the shape check.
   Returns:
-    (model, {'params', 'batch_stats'}) with `model.apply(variables, images,
-    train=False)` equal to Keras' logits (pre-softmax) or pooled features.
+    (model, {'params', 'batch_stats'}): an `Xception` or `InceptionV3` (its
+    architecture is `factory.architecture_of(model)`) with `model.apply(variables,
+    images, train=False)` equal to Keras' logits (pre-softmax) or pooled features.
   Raises:
     FileNotFoundError: no file at `path`.
-    KerasFileError: unreadable file, or one that does not match the architecture
-      (names the first mismatching layer).
+    KerasFileError: unreadable file, neither network, or one that does not match the
+      network (names the first mismatching layer).
   """
   layers, _ = read_keras_file(path)
   return _convert(layers, repr(os.fspath(path)), include_top, model_overrides)
 
 
 def _convert(layers: list[_FileLayer], description: str, include_top: Optional[bool],
-             model_overrides: Mapping[str, Any]) -> tuple[Xception, dict]:
+             model_overrides: Mapping[str, Any]) -> tuple[Any, dict]:
+  """Recognises the network of `layers` and converts them (used by the CLI)."""
+  if detect_architecture(layers, description) == INCEPTION_V3:
+    from xception_jax.convert import keras_inception_v3  # pylint: disable=import-outside-toplevel
+    return keras_inception_v3.convert(layers, description, include_top, model_overrides)
+  return _convert_xception(_name_unnamed_xception_layers(layers), description,
+                           include_top, model_overrides)
+
+
+def _convert_xception(layers: list[_FileLayer], description: str,
+                      include_top: Optional[bool],
+                      model_overrides: Mapping[str, Any]) -> tuple[Xception, dict]:
   matched, include_top, num_classes = _match(layers, include_top, description)
   model = factory.create_model(dict(num_classes=num_classes, include_top=include_top),
                                **model_overrides)
