@@ -3,8 +3,8 @@
 The same contract as the classification streams (pipeline.py), with an image
 and its class map per example:
 
-Train stream. The classification train stream (train_stream.py), unchanged:
-global step s holds global stream positions [s * B, (s + 1) * B); position g
+Train stream. The classification one (train_stream.TrainStream), with DeepLab's
+augmentation and the mask checks as its `augment` and `label_fn`: global step s holds global stream positions [s * B, (s + 1) * B); position g
 shows record permutation_e(g % N) of epoch e = g // N, a seeded bijection of
 the whole train split per epoch (identity when config.shuffle is False), read
 by id (segmentation_sources.py: the tfds ArrayRecord data source, or a TFRecord
@@ -18,7 +18,8 @@ process and device counts, and resuming at any step costs the same (nothing
 before it is read). Batches: {"image": float32 [B_local, S, S, 3] in [-1, 1],
 "label": int32 [B_local, S, S]} with S = config.image_size and 255 = ignore.
 
-Eval stream. The process's share of the eval split in stored order; each image
+Eval stream. The process's share of the eval split in stored order (read by
+id too; cached after decoding when config.cache is set); each image
 at full size (downscaled to fit only if a side exceeds the eval size), padded
 to E x E with E = config.eval_image_size (default image_size): {"image"
 [B, E, E, 3], "label" int32 [B, E, E] (255 in the padding), "size" int32

@@ -36,7 +36,10 @@ iterator notices the missing position, computes the substitute eagerly with the
 same graph function, counts it, and restarts the tf.data pipeline at the next
 step (cheap, as above). Errors whose message holds one of `clear_errors` (a label
 id out of range, a mask of another size than its image) are bad data that must be
-fixed, not skipped: they are raised as a one-line ValueError.
+fixed, not skipped: they are raised as a one-line ValueError. Raise them in
+`label_fn`, which runs after the filter: the filter drops an error raised in
+`augment` silently, and a split where every record fails never yields a batch
+(segmentation therefore checks its masks in `label_fn`).
 
 Exit. Records are read by Python (sources.python_lookup) inside tf.data's threads. A
 tf.data iterator still running when the interpreter shuts down waits for those
