@@ -191,15 +191,18 @@ def create_datasets(config, process_index: int | None = None,
     raise ValueError(f"{source.name} has no train examples.")
   train = train_stream.TrainStream(
       lookup=source.lookup("train"), parse=source.parse,
-      num_examples=num_train, label_fn=label_fn,
+      num_examples=num_train,
+      augment=train_stream.augment_image(
+          preprocessing.preprocess_train, image_size=image_size,
+          area_range=tuple(defaults.get(config, "crop_area_range")),
+          aspect_range=tuple(defaults.get(config, "crop_aspect_range")),
+          min_object_covered=float(
+              defaults.get(config, "crop_min_object_covered"))),
+      label_fn=label_fn,
       process_index=process_index, process_count=process_count,
       local_batch=train_b, start_step=start_step,
       seed=int(defaults.get(config, "seed")),
       shuffle=bool(defaults.get(config, "shuffle")),
-      image_size=image_size,
-      area_range=defaults.get(config, "crop_area_range"),
-      aspect_range=defaults.get(config, "crop_aspect_range"),
-      min_object_covered=defaults.get(config, "crop_min_object_covered"),
       options=options, prefetch=prefetch,
       on_skip=train_stream.log_skip(counters))
 

@@ -3,19 +3,23 @@
 The same contract as the classification streams (pipeline.py), with an image
 and its class map per example:
 
-Train stream. The process's share of the train split is read in a fixed
-order; epoch e is that share shuffled with a buffer seeded by (config.seed,
-process, e); epochs are concatenated and cut into batches of B_local =
-batch_size // process_count, so step s holds stream positions [s * B_local,
-(s + 1) * B_local). Resuming at step s skips the encoded records before
-step s (no decoding). Each example gets DeepLab's augmentation
+Train stream. The classification one (train_stream.TrainStream), with DeepLab's
+augmentation and the mask checks as its `augment` and `label_fn`: global step s holds global stream positions [s * B, (s + 1) * B); position g
+shows record permutation_e(g % N) of epoch e = g // N, a seeded bijection of
+the whole train split per epoch (identity when config.shuffle is False), read
+by id (segmentation_sources.py: the tfds ArrayRecord data source, or a TFRecord
+offset index). Each example gets DeepLab's augmentation
 (segmentation_preprocessing.py: random scale, pad with the ignore label,
-random crop of image_size, random flip) from stateless ops seeded by
-(config.seed, its position in the *global* stream): the batches are a function
-of (config, step) alone. Batches: {"image": float32 [B, S, S, 3] in [-1, 1],
-"label": int32 [B, S, S]} with S = config.image_size and 255 = ignore.
+random crop of image_size, random flip, the same for the image and its class
+map) from stateless ops seeded by (config.seed, g). Process p of P reads and
+yields only rows [p * B / P, (p + 1) * B / P) of every global batch. The
+batches are therefore a function of (config, step) alone, whatever the
+process and device counts, and resuming at any step costs the same (nothing
+before it is read). Batches: {"image": float32 [B_local, S, S, 3] in [-1, 1],
+"label": int32 [B_local, S, S]} with S = config.image_size and 255 = ignore.
 
-Eval stream. The process's share of the eval split in stored order; each image
+Eval stream. The process's share of the eval split in stored order (read by
+id too; cached after decoding when config.cache is set); each image
 at full size (downscaled to fit only if a side exceeds the eval size), padded
 to E x E with E = config.eval_image_size (default image_size): {"image"
 [B, E, E, 3], "label" int32 [B, E, E] (255 in the padding), "size" int32
@@ -24,9 +28,12 @@ float32 [B] (1 real row, 0 padding row)}. Every process yields
 ceil(ceil(N / P) / B_local) batches; padding rows have mask 0, index -1, a zero
 image and an all-255 label.
 
-Undecodable images are dropped and counted (`bundle.skipped_images()`), as in
-pipeline.py; a mask value with no class, or a mask whose size differs from its
-image, is an error.
+Bad data, as in pipeline.py: a train example whose image or mask fails to
+decode is replaced by the next decodable record of the same epoch's
+permutation (with its own position's augmentation seed; the rest of the stream
+is unchanged); an eval example that fails is dropped; both are counted
+(`bundle.skipped_images()`) and logged. A mask value with no class, or a mask
+whose size differs from its image, is an error (ValueError naming the dataset).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from input_pipeline import pipeline
 from input_pipeline import segmentation_preprocessing
 from input_pipeline import segmentation_sources
 from input_pipeline import sources
+from input_pipeline import train_stream
 
 TASK = "segmentation"
 IGNORE_LABEL = segmentation_preprocessing.IGNORE_LABEL
@@ -69,9 +77,6 @@ def segmentation_data_config() -> ml_collections.ConfigDict:
   c.min_scale_factor = 0.5
   c.max_scale_factor = 2.0
   c.scale_factor_step_size = 0.25
-  # Train order: each process shuffles its share with a buffer of this many records
-  # (the classification stream's full permutation, train_stream.py, is not used here).
-  c.shuffle_buffer_size = 10_000
   c.embedded_segmentation = ml_collections.ConfigDict(
       dict(embedded_shapes_segmentation.DEFAULT_PARAMS))
   return c
@@ -106,42 +111,17 @@ class _Counters:
             "eval_total": self.eval_total}
 
 
+# Data errors that are raised, not skipped.
+_CLEAR_ERRORS = (segmentation_sources.LABEL_ERROR, segmentation_sources.SIZE_ERROR)
+
+
 def _raise_clear(e: tf.errors.InvalidArgumentError):
   message = str(e)
-  for marker in ("Label id out of range", "image and mask sizes differ"):
+  for marker in _CLEAR_ERRORS:
     start = message.find(marker)
     if start >= 0:
-      line_start = message.rfind("\n", 0, start) + 1
-      raise ValueError(message[line_start:].splitlines()[0]) from e
+      raise ValueError(message[start:].splitlines()[0]) from e
   raise e
-
-
-class _TrainIterator:
-  """Infinite iterator of per-process train batches (dicts of NumPy arrays)."""
-
-  def __init__(self, dataset: tf.data.Dataset, start_position: int, counters: _Counters):
-    self._dataset = dataset
-    self._iterator = None
-    self._next_position = start_position
-    self._counters = counters
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    if self._iterator is None:
-      self._iterator = self._dataset.as_numpy_iterator()
-    try:
-      batch = next(self._iterator)
-    except tf.errors.InvalidArgumentError as e:
-      _raise_clear(e)
-    positions = batch.pop("_position")
-    skipped = int(positions[-1]) + 1 - self._next_position - len(positions)
-    if skipped:
-      self._counters.train += skipped
-      logging.warning("Segmentation train input: skipped %d undecodable image(s).", skipped)
-    self._next_position = int(positions[-1]) + 1
-    return batch
 
 
 def create_segmentation_datasets(config, process_index: int | None = None,
@@ -185,48 +165,27 @@ def create_segmentation_datasets(config, process_index: int | None = None,
   cache = bool(get(config, "cache"))
 
   # ---- Train.
-  records, n_local = source.records("train", process_index, process_count, ordered=False)
-  if n_local <= 0:
-    raise ValueError(f"Process {process_index} has no train examples.")
-  if cache:
-    records = records.cache()
-  start_position = start_step * train_b
-  first_epoch, offset = divmod(start_position, n_local)
-  shuffle_buffer = int(get(config, "shuffle_buffer_size") or 0)
-  seed = int(get(config, "seed"))
-  shuffle_base = ((seed * 1_000_003 + process_index) * 1_000_033) % (1 << 40)
+  num_train = source.num_examples("train")
+  if num_train <= 0:
+    raise ValueError(f"{source.name} has no train examples.")
 
-  def epoch_stream(epoch):
-    ds = records
-    if shuffle_buffer > 1:
-      ds = ds.shuffle(min(shuffle_buffer, n_local), seed=shuffle_base + epoch + 1,
-                      reshuffle_each_iteration=False)
-    return ds.enumerate().map(lambda k, r: (epoch * n_local + k, r))
-
-  with pipeline._without_global_tf_seed():  # pylint: disable=protected-access
-    train = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
-        epoch_stream)
-  train = train.skip(offset)  # Records only: nothing decoded.
-  global_batch = train_b * process_count
-
-  def decode_train(position, record):
-    return dict(source.decode(record), _position=position)
-
-  def augment(example):
-    position = example.pop("_position")
-    global_position = ((position // train_b) * global_batch + process_index * train_b
-                       + position % train_b)
-    label = source.to_label(example["mask"], example["image"])
+  def augment(example, seed):
+    # The mask's checks run in label_fn (source.check_label): after the stream's
+    # filter of undecodable records, so a bad mask is an error, not a skip.
+    label, checks = source.label_unchecked(example["mask"], example["image"])
     image, label = segmentation_preprocessing.preprocess_train(
-        example["image"], label, tf.stack([tf.constant(seed, tf.int64), global_position]),
-        crop_size=image_size, min_scale=min_scale, max_scale=max_scale,
-        scale_step=scale_step, ignore_label=IGNORE_LABEL)
-    return {"image": image, "label": label, "_position": position}
+        example["image"], label, seed, crop_size=image_size, min_scale=min_scale,
+        max_scale=max_scale, scale_step=scale_step, ignore_label=IGNORE_LABEL)
+    return dict(checks, image=image, label=label)
 
-  train = train.map(decode_train, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  train = train.ignore_errors()
-  train = train.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  train = train.batch(train_b, drop_remainder=True).prefetch(prefetch).with_options(options)
+  train = train_stream.TrainStream(
+      lookup=source.lookup("train"), parse=source.decode, num_examples=num_train,
+      augment=augment, label_fn=source.check_label,
+      process_index=process_index, process_count=process_count,
+      local_batch=train_b, start_step=start_step,
+      seed=int(get(config, "seed")), shuffle=bool(get(config, "shuffle")),
+      options=options, prefetch=prefetch,
+      on_skip=train_stream.log_skip(counters), clear_errors=_CLEAR_ERRORS)
 
   # ---- Eval.
   num_eval = source.num_examples("eval") if source.has_eval() else 0
@@ -261,9 +220,9 @@ def create_segmentation_datasets(config, process_index: int | None = None,
                       process_index)
 
   return SegmentationDataBundle(
-      train=_TrainIterator(train, start_position, counters),
+      train=train,
       eval_batches=eval_batches,
-      num_train_examples=source.num_examples("train"),
+      num_train_examples=num_train,
       num_eval_examples=num_eval,
       num_classes=source.num_classes,
       class_weights=None,

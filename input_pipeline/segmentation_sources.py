@@ -1,11 +1,16 @@
 """Where segmentation examples come from: tfds datasets with an image and a mask.
 
-A `SegmentationSource` turns `config.dataset` into per-process streams of
-records holding the still-encoded image and mask bytes (cheap to shuffle and
-skip); `parse` decodes them into `{"image": uint8 [h, w, 3], "label": int32
-[h, w]}` with the stored mask values mapped to class ids (ignore label 255
-where nothing is labelled). Process shares follow the classification sources'
-rule (`sources.share_bounds`, i.e. `tfds.even_splits`).
+A `SegmentationSource` is a `sources.Source`: random access to the still-encoded
+records of a split by record id (`lookup(role)`, through the same readers as the
+classification tfds sources, `sources.open_tfds_split`: the tfds ArrayRecord data
+source, or a TFRecord offset index for TFRecord builds), so the train stream
+(train_stream.py) reads records in the order of its global permutation. `decode`
+turns a record into the decoded image and stored mask (`{"image": uint8 [h, w, 3],
+"mask": uint8 [h, w]}`, a bad image fails here and is skipped), `to_label` maps the
+stored mask values to class ids (ignore label 255 where nothing is labelled; an
+unmapped value or a mask of another size than its image is an error, not a skip).
+The eval stream reads a process's share (`records`, the classification sources'
+rule `sources.share_bounds`, i.e. `tfds.even_splits`) through the same lookup.
 
 Accepted datasets (`SEGMENTATION_DATASETS`; add a row to read another one):
 
@@ -37,6 +42,13 @@ from input_pipeline import sources
 from input_pipeline import voc_segmentation
 
 IGNORE_LABEL = 255
+# Starts of the errors raised (not skipped) for a bad mask: a stored value with no
+# class (segmentation_preprocessing.map_labels' message), a size that differs from
+# its image's.
+LABEL_ERROR = "Label id out of range"
+SIZE_ERROR = "Image and mask sizes differ"
+# How many distinct unmapped mask values `check_label` reports.
+_REPORTED_VALUES = 16
 EMBEDDED_NAME = embedded_shapes_segmentation.NAME
 
 
@@ -75,8 +87,9 @@ def value_table(spec: SegmentationSpec, num_classes: int) -> np.ndarray:
   return table
 
 
-class SegmentationSource:
-  """Records of a prepared tfds segmentation dataset's train and eval splits."""
+class SegmentationSource(sources.Source):
+  """Random access to the records of a prepared tfds segmentation dataset's train
+  and eval splits (raw serialised examples, deserialised by `decode`)."""
 
   task = "segmentation"
 
@@ -85,7 +98,6 @@ class SegmentationSource:
     self.builder = builder
     self.name = name
     self._spec = spec
-    self._splits = splits
     features = builder.info.features
     for key in (spec.image, spec.mask):
       if key not in features or not isinstance(features[key], tfds.features.Image):
@@ -100,49 +112,27 @@ class SegmentationSource:
         {spec.image: True, spec.mask: True},
         decoders={spec.image: tfds.decode.SkipDecoding(),
                   spec.mask: tfds.decode.SkipDecoding()})
-    self._num_examples = {"train": self._count(splits["train"])}
+    # Only the image and mask are deserialised (as tfds' own reader does).
+    self._features = self._decoders.extract_features(features)
+    # Opening the splits here checks the data is there, before any work.
+    self._readers = {"train": sources.open_tfds_split(builder, name, splits["train"])}
     if splits.get("eval"):
-      self._num_examples["eval"] = self._count(splits["eval"])
-
-  def _as_dataset(self, split, ordered: bool) -> tf.data.Dataset:
-    read_config = tfds.ReadConfig(
-        try_autocache=False, interleave_cycle_length=1 if ordered else 16,
-        interleave_block_length=1, enable_ordering_guard=False,
-        assert_cardinality=True)
-    try:
-      return self.builder.as_dataset(split=split, shuffle_files=False,
-                                     decoders=self._decoders, read_config=read_config)
-    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as e:
-      raise sources.DatasetNotPreparedError(
-          sources._not_prepared_message(self.builder, self.name)) from e  # pylint: disable=protected-access
-
-  def _count(self, split: str) -> int:
-    n = int(self._as_dataset(split, ordered=True).cardinality())
-    return n if n >= 0 else int(self.builder.info.splits[split].num_examples)
+      self._readers["eval"] = sources.open_tfds_split(builder, name, splits["eval"])
 
   def has_eval(self) -> bool:
-    return "eval" in self._num_examples
+    return "eval" in self._readers
 
   def num_examples(self, role: str) -> int:
-    return self._num_examples[role]
+    return len(self._readers[role])
 
-  def records(self, role: str, process_index: int, process_count: int, *,
-              ordered: bool) -> tuple[tf.data.Dataset, int]:
-    """This process's share (a contiguous run of the split) and its size."""
-    split = self._splits[role]
-    if process_count > 1:
-      split = tfds.even_splits(split, n=process_count)[process_index]
-    ds = self._as_dataset(split, ordered)
-    n = int(ds.cardinality())
-    if n < 0:
-      start, end = sources.share_bounds(self._num_examples[role], process_index,
-                                        process_count)
-      n = end - start
-    return ds, n
+  def lookup(self, role: str):
+    return sources.python_lookup(self._readers[role])
 
-  def decode(self, record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Decodes image (uint8 [h, w, 3]) and stored mask (uint8 [h, w]); a bad image
-    fails here (the pipeline drops it)."""
+  def decode(self, record: tf.Tensor) -> dict[str, tf.Tensor]:
+    """A serialised record -> decoded image (uint8 [h, w, 3]) and stored mask
+    (uint8 [h, w]); a bad image or record fails here (the pipeline skips it)."""
+    record = self._features.deserialize_example(record,
+                                                decoders=self._decoders.decoders)
     image = tf.io.decode_image(record[self._spec.image], channels=3, dtype=tf.uint8,
                                expand_animations=False)
     mask = tf.io.decode_image(record[self._spec.mask], dtype=tf.uint8,
@@ -157,11 +147,45 @@ class SegmentationSource:
                                                   self.name)
     check = tf.debugging.assert_equal(
         tf.shape(image)[:2], tf.shape(label),
-        message=f"{self.name}: image and mask sizes differ")
+        message=f"{SIZE_ERROR} in {self.name} (a mask must have its image's height "
+        "and width; rebuild the dataset)")
     with tf.control_dependencies([check]):
       return tf.identity(label)
 
-  def parse(self, record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  def label_unchecked(self, mask: tf.Tensor,
+                      image: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """`to_label` without its checks: int32 class ids (-1 where a stored value has
+    no class) and what `check_label` needs to raise them later.
+
+    The train stream skips examples whose map fails (undecodable data) and raises
+    only in its `label_fn`; a bad mask must be an error there, not a skip."""
+    mask = tf.cast(mask, tf.int32)
+    label = tf.gather(tf.constant(self._table), mask)
+    bad = tf.unique(tf.boolean_mask(mask, label < 0))[0][:_REPORTED_VALUES]
+    bad = tf.pad(bad, [[0, _REPORTED_VALUES - tf.shape(bad)[0]]], constant_values=-1)
+    bad.set_shape([_REPORTED_VALUES])
+    sizes = tf.concat([tf.shape(image)[:2], tf.shape(mask)[:2]], 0)
+    return label, {"_unmapped_values": bad, "_sizes": sizes}
+
+  def check_label(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Raises (when run) the errors `label_unchecked` deferred; drops its fields."""
+    example = dict(example)
+    bad, sizes = example.pop("_unmapped_values"), example.pop("_sizes")
+    checks = [
+        tf.debugging.Assert(
+            bad[0] < 0,
+            [f"{LABEL_ERROR}: {self.name} holds a mask value with no class "
+             "(offending values):", tf.boolean_mask(bad, bad >= 0)],
+            summarize=_REPORTED_VALUES),
+        tf.debugging.Assert(
+            tf.reduce_all(tf.equal(sizes[:2], sizes[2:])),
+            [f"{SIZE_ERROR} in {self.name} (a mask must have its image's height and "
+             "width; rebuild the dataset): image, mask", sizes[:2], sizes[2:]]),
+    ]
+    with tf.control_dependencies(checks):
+      return {key: tf.identity(value) for key, value in example.items()}
+
+  def parse(self, record: tf.Tensor) -> dict[str, tf.Tensor]:
     """{"image": uint8 [h, w, 3], "label": int32 [h, w] class ids}."""
     example = self.decode(record)
     return {"image": example["image"], "label": self.to_label(example["mask"],

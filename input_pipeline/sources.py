@@ -245,33 +245,9 @@ class TfdsSource(Source):
     # Only the features read are deserialised (as tfds' own reader does).
     self._features = self._decoders.extract_features(features)
     # Opening the splits here checks the data is there, before any work.
-    self._readers = {"train": self._open(splits["train"])}
+    self._readers = {"train": open_tfds_split(builder, name, splits["train"])}
     if splits.get("eval"):
-      self._readers["eval"] = self._open(splits["eval"])
-
-  def _open(self, split: str):
-    """Raw-bytes random access to a split (ArrayRecord, or a TFRecord index)."""
-    try:
-      return self.builder.as_data_source(
-          split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-    except NotImplementedError:
-      pass  # Not prepared, or prepared as TFRecord.
-    try:
-      instructions = self.builder.info.splits[split].file_instructions
-    except (KeyError, ValueError, AssertionError) as e:
-      raise DatasetNotPreparedError(_not_prepared_message(
-          self.builder, self.name)) from e
-    spans = [record_readers.FileSpan(os.fspath(f.filename), f.skip, f.take)
-             for f in instructions]
-    if not spans or not all(os.path.isfile(s.path) for s in spans):
-      raise DatasetNotPreparedError(_not_prepared_message(
-          self.builder, self.name))
-    logging.warning(
-        "%s (%s) is prepared as TFRecord: indexing %d file(s) for random access "
-        "(reads every record header once per start). For large datasets "
-        "prepare it as ArrayRecord instead (docs/DATA.md).", self.name, split,
-        len(spans))
-    return record_readers.TFRecordIndex(spans)
+      self._readers["eval"] = open_tfds_split(builder, name, splits["eval"])
 
   def has_eval(self):
     return "eval" in self._readers
@@ -298,6 +274,31 @@ class TfdsSource(Source):
     if self._class_weights_path:
       return weights_io.load_class_weights(self._class_weights_path, self.num_classes)
     return None
+
+
+def open_tfds_split(builder: tfds.core.DatasetBuilder, name: str, split: str):
+  """Raw-bytes random access to a prepared tfds split (`len`, `[id]`): its
+  ArrayRecord data source, or a TFRecord index for TFRecord builds. Raises
+  DatasetNotPreparedError (saying how to build it) when it is not there."""
+  try:
+    return builder.as_data_source(
+        split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+  except NotImplementedError:
+    pass  # Not prepared, or prepared as TFRecord.
+  try:
+    instructions = builder.info.splits[split].file_instructions
+  except (KeyError, ValueError, AssertionError) as e:
+    raise DatasetNotPreparedError(_not_prepared_message(builder, name)) from e
+  spans = [record_readers.FileSpan(os.fspath(f.filename), f.skip, f.take)
+           for f in instructions]
+  if not spans or not all(os.path.isfile(s.path) for s in spans):
+    raise DatasetNotPreparedError(_not_prepared_message(builder, name))
+  logging.warning(
+      "%s (%s) is prepared as TFRecord: indexing %d file(s) for random access "
+      "(reads every record header once per start). For large datasets "
+      "prepare it as ArrayRecord instead (docs/DATA.md).", name, split,
+      len(spans))
+  return record_readers.TFRecordIndex(spans)
 
 
 def _not_prepared_message(builder, name: str) -> str:

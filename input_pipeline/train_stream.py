@@ -10,8 +10,11 @@ and shows record
 where permutation_e is a seeded bijection of [0, N) per epoch
 (`tf.random.experimental.index_shuffle` with seed (config.seed, e): a full
 shuffle of the whole split that needs no memory and no state), or the identity
-when config.shuffle is False. The example is augmented with stateless random ops
-seeded by (config.seed, g).
+when config.shuffle is False. The example is augmented by the caller's `augment`
+(example dict, seed) -> example dict, with stateless random ops seeded by
+seed = (config.seed, g): classification passes Inception augmentation of the image
+(`augment_image(preprocessing.preprocess_train, ...)`), segmentation DeepLab's joint
+augmentation of the image and its class map.
 
 Processes. With P processes and b = B // P, process p feeds rows
 [p * b, (p + 1) * b) of every global batch: its local position q (step q // b,
@@ -31,7 +34,12 @@ Every other position keeps its example, so a bad record never shifts the
 stream. The fast path drops the failing element (tf.data `ignore_errors`); the
 iterator notices the missing position, computes the substitute eagerly with the
 same graph function, counts it, and restarts the tf.data pipeline at the next
-step (cheap, as above).
+step (cheap, as above). Errors whose message holds one of `clear_errors` (a label
+id out of range, a mask of another size than its image) are bad data that must be
+fixed, not skipped: they are raised as a one-line ValueError. Raise them in
+`label_fn`, which runs after the filter: the filter drops an error raised in
+`augment` silently, and a split where every record fails never yields a batch
+(segmentation therefore checks its masks in `label_fn`).
 
 Exit. Records are read by Python (sources.python_lookup) inside tf.data's threads. A
 tf.data iterator still running when the interpreter shuts down waits for those
@@ -50,11 +58,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import preprocessing
-
 # How many following records a substitute search tries before giving up.
 MAX_SUBSTITUTE_TRIES = 1000
 _DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
+# The default `clear_errors`: preprocessing.single_label's and multi_hot's messages
+# (a label id out of range) start with it.
+LABEL_ERROR = "Label id out of range"
 
 
 def global_position(local_position, process_index: int, local_batch: int,
@@ -91,29 +100,33 @@ class TrainStream:
   Args:
     lookup, parse: the source's record access (sources.Source).
     num_examples: N, the train split's size.
+    augment: (parsed example dict, seed int64 [2]) -> augmented example dict;
+      runs before the undecodable-record filter (a decode failure in it is
+      skipped and substituted).
     label_fn: example dict -> example dict with the model's `label`.
     process_index, process_count, local_batch: p, P and b = B // P.
     start_step: the first step yielded.
-    seed, shuffle, image_size, crop: config fields.
+    seed, shuffle: config fields.
     options: tf.data options.
     prefetch: batches prefetched by tf.data.
     on_skip: called with each undecodable position's global position.
+    clear_errors: substrings of error messages that are raised (as a one-line
+      ValueError from the first of them on), not skipped.
   """
 
   def __init__(self, *, lookup: Callable, parse: Callable, num_examples: int,
-               label_fn: Callable, process_index: int, process_count: int,
-               local_batch: int, start_step: int, seed: int, shuffle: bool,
-               image_size: int, area_range, aspect_range, min_object_covered,
+               augment: Callable[[dict, tf.Tensor], dict], label_fn: Callable,
+               process_index: int, process_count: int, local_batch: int,
+               start_step: int, seed: int, shuffle: bool,
                options: tf.data.Options, prefetch: int,
-               on_skip: Callable[[int], None]):
+               on_skip: Callable[[int], None],
+               clear_errors: tuple[str, ...] = (LABEL_ERROR,)):
     self._lookup, self._parse, self._label_fn = lookup, parse, label_fn
+    self._augment = augment
     self._n = int(num_examples)
     self._p, self._count, self._b = process_index, process_count, local_batch
     self._seed, self._shuffle = int(seed), bool(shuffle)
-    self._augment = dict(image_size=int(image_size),
-                         area_range=tuple(area_range),
-                         aspect_range=tuple(aspect_range),
-                         min_object_covered=float(min_object_covered))
+    self._clear_errors = tuple(clear_errors)
     self._options, self._prefetch = options, int(prefetch)
     self._on_skip = on_skip
     self._next = int(start_step) * local_batch  # Next local position.
@@ -134,9 +147,7 @@ class TrainStream:
     example = dict(self._parse(self._lookup(rid)))
     seed = tf.stack([tf.constant(self._seed, tf.int64),
                      tf.cast(position, tf.int64)])
-    example["image"] = preprocessing.preprocess_train(
-        example.pop("image"), seed, **self._augment)
-    return example
+    return dict(self._augment(example, seed))
 
   def _dataset(self, start: int) -> tf.data.Dataset:
     p, b, count = self._p, self._b, self._count
@@ -162,7 +173,7 @@ class TrainStream:
   def __next__(self) -> dict[str, np.ndarray]:
     if self._iterator is None:
       self._iterator = self._dataset(self._next).as_numpy_iterator()
-    batch = _next_or_clear_error(self._iterator)
+    batch = _next_or_clear_error(self._iterator, self._clear_errors)
     positions = batch.pop("_position")
     first, end = self._next, self._next + self._b
     self._next = end
@@ -194,8 +205,7 @@ class TrainStream:
         example = self._eager_example(tf.constant(g, tf.int64),
                                       tf.constant(offset, tf.int64))
       except _DECODE_ERRORS as e:
-        if "Label id out of range" in str(e):
-          _raise_clear(e)
+        _raise_if_clear(e, self._clear_errors)
         if offset == 0:
           self._on_skip(g)  # Its own record is undecodable (counted once).
         continue
@@ -219,19 +229,33 @@ def _close_open_streams() -> None:
     stream.close()
 
 
-def _raise_clear(e: tf.errors.OpError):
+def _raise_if_clear(e: tf.errors.OpError, markers: tuple[str, ...]) -> None:
+  """Raises ValueError(the message's line from the first marker on), if any."""
   message = str(e)
-  start = message.find("Label id out of range")
-  raise ValueError(message[start:].splitlines()[0]) from e
+  for marker in markers:
+    start = message.find(marker)
+    if start >= 0:
+      raise ValueError(message[start:].splitlines()[0]) from e
 
 
-def _next_or_clear_error(iterator):
+def _next_or_clear_error(iterator, markers: tuple[str, ...]):
   try:
     return next(iterator)
   except tf.errors.InvalidArgumentError as e:
-    if "Label id out of range" in str(e):
-      _raise_clear(e)
+    _raise_if_clear(e, markers)
     raise
+
+
+def augment_image(preprocess: Callable, **kwargs) -> Callable[[dict, tf.Tensor], dict]:
+  """An `augment` that applies preprocess(image, seed, **kwargs) to the image alone
+  (the classification stream: preprocessing.preprocess_train)."""
+
+  def augment(example: dict, seed: tf.Tensor) -> dict:
+    example = dict(example)
+    example["image"] = preprocess(example.pop("image"), seed, **kwargs)
+    return example
+
+  return augment
 
 
 def log_skip(counters) -> Callable[[int], None]:

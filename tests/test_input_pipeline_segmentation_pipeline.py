@@ -12,7 +12,9 @@ import tensorflow_datasets as tfds
 import input_pipeline
 from input_pipeline import embedded_shapes
 from input_pipeline import embedded_shapes_segmentation as ess
+from input_pipeline import segmentation_preprocessing
 from input_pipeline import segmentation_sources
+from input_pipeline import train_stream
 
 EMB = dict(num_train=24, num_eval=10, image_size=40, num_classes=8, max_objects=3, seed=1,
            zipf_exponent=0.0)
@@ -30,7 +32,7 @@ def _config(data_dir, **kw):
   c.data_dir = data_dir
   c.embedded_segmentation.update(EMB)
   c.update(dict(image_size=32, eval_image_size=48, batch_size=4, eval_batch_size=4,
-                shuffle_buffer_size=8, seed=3, input_threads=2, input_autotune=False))
+                seed=3, input_threads=2, input_autotune=False))
   c.update(kw)
   return c
 
@@ -99,6 +101,68 @@ def test_train_batches_are_a_function_of_config_and_step(data_dir):
   assert not np.array_equal(next(other_seed.train)["label"], batch["label"])
 
 
+def _take(config, p, count, steps, start_step=0):
+  bundle = input_pipeline.create_segmentation_datasets(config, p, count, start_step)
+  return list(itertools.islice(bundle.train, steps)), bundle
+
+
+def _joined(per_process):
+  """Side by side, in process order: the global batches."""
+  return [{k: np.concatenate([b[k] for b in step]) for k in step[0]}
+          for step in zip(*per_process)]
+
+
+def _assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert set(x) == set(y) == {"image", "label"}
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def _reference(stored, positions, seed, bad=(), n=None):
+  """Independent of the pipeline's plumbing: the image and class map shown at each
+  global position g (its epoch's permutation rank g % N, a bad record replaced by
+  the next good rank), through DeepLab's augmentation seeded by (seed, g)."""
+  n = n or len(stored)
+  out = []
+  for g in positions:
+    order = train_stream.permutation(tf.range(n), g // n, n, seed, True).numpy()
+    k = g % n
+    while order[k] in bad:
+      k = (k + 1) % n
+    image, label = stored[order[k]]
+    out.append(segmentation_preprocessing.preprocess_train(
+        tf.constant(image), tf.constant(label), tf.constant([seed, g], tf.int64),
+        crop_size=32))
+  return out
+
+
+def test_processes_see_the_global_batches_and_resume_anywhere(data_dir):
+  # 8 steps of 4 = 32 positions: over the epoch boundary at N = 24.
+  config = _config(data_dir)
+  single, _ = _take(config, 0, 1, 8)
+  per_count = {}
+  for count in (2, 4):
+    per_count[count] = [_take(config, p, count, 8)[0] for p in range(count)]
+    assert per_count[count][0][0]["image"].shape == (4 // count, 32, 32, 3)
+    _assert_batches_equal(_joined(per_count[count]), single)
+  # The examples are the stored ones in each epoch's permutation of the whole split.
+  stored = [(ex["image"], ex["segmentation_mask"][..., 0])
+            for ex in _stored(data_dir, "train")]
+  want = _reference(stored, range(32), seed=3)
+  labels = np.concatenate([b["label"] for b in single])
+  images = np.concatenate([b["image"] for b in single])
+  for g, (image, label) in enumerate(want):
+    np.testing.assert_array_equal(labels[g], label.numpy(), err_msg=str(g))
+    np.testing.assert_allclose(images[g], image.numpy(), atol=1e-5, err_msg=str(g))
+  # Resume mid-epoch (step 3) and across the boundary (step 5: positions 20..31),
+  # also on a process count other than the one that ran before.
+  for start, count in ((3, 1), (5, 2)):
+    resumed = [_take(config, p, count, 3, start_step=start)[0] for p in range(count)]
+    _assert_batches_equal(_joined(resumed), single[start:start + 3])
+
+
 def test_eval_is_the_stored_masks_padded_across_processes(data_dir):
   stored = _stored(data_dir, "validation")
   seen = {}
@@ -155,14 +219,15 @@ def _pet_examples(rng, n):
 
 
 def _fixed(examples):
-  signature = {"image": tf.TensorSpec([], tf.string),
-               "segmentation_mask": tf.TensorSpec([], tf.string)}
+  """An `as_data_source_fn` for tfds.testing.mock_data: these examples as the raw
+  serialised records a tfds data source returns (the source's reader)."""
 
-  def as_dataset(self, *args, **kwargs):
-    del self, args, kwargs
-    ds = tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=signature)
-    return ds.apply(tf.data.experimental.assert_cardinality(len(examples)))
-  return as_dataset
+  def as_data_source(self, split, **kwargs):
+    del split, kwargs
+    features = tfds.decode.PartialDecoding(
+        {"image": True, "segmentation_mask": True}).extract_features(self.info.features)
+    return [features.serialize_example(ex) for ex in examples]
+  return as_data_source
 
 
 def test_oxford_pets_trimap_maps_to_background_pet_ignore():
@@ -170,7 +235,7 @@ def test_oxford_pets_trimap_maps_to_background_pet_ignore():
   config = input_pipeline.segmentation_data_config()
   config.update(dict(dataset="oxford_iiit_pet", eval_split="test", image_size=24,
                      eval_image_size=64, batch_size=2, eval_batch_size=4))
-  with tfds.testing.mock_data(num_examples=6, as_dataset_fn=_fixed(examples)):
+  with tfds.testing.mock_data(num_examples=6, as_data_source_fn=_fixed(examples)):
     bundle = input_pipeline.create_segmentation_datasets(config, 0, 1)
     assert bundle.num_classes == 2
     batches = list(bundle.eval_batches())
@@ -184,6 +249,80 @@ def test_oxford_pets_trimap_maps_to_background_pet_ignore():
     np.testing.assert_array_equal(label[:h, :w], expected)
 
 
+PETS = 14
+BAD_IMAGES, BAD_MASKS = (2, 9), (6,)
+
+
+def _pet_records(examples, bad_images=(), bad_masks=()):
+  """An `as_data_source_fn`: the examples as serialised records, with the image
+  (or mask) bytes of the given records replaced by bytes that do not decode."""
+
+  def as_data_source(self, split, **kwargs):
+    del self, split, kwargs
+    records = []
+    for i, ex in enumerate(examples):
+      image = b"not an image" if i in bad_images else ex["image"]
+      mask = ex["segmentation_mask"][:30] if i in bad_masks else ex["segmentation_mask"]
+      records.append(tf.train.Example(features=tf.train.Features(feature={
+          "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+          "segmentation_mask": tf.train.Feature(
+              bytes_list=tf.train.BytesList(value=[mask]))})).SerializeToString())
+    return records
+  return as_data_source
+
+
+def _pet_config(**kw):
+  config = input_pipeline.segmentation_data_config()
+  config.update(dict(dataset="oxford_iiit_pet", eval_split="", image_size=32, batch_size=4,
+                     seed=5, input_threads=2, input_autotune=False))
+  config.update(kw)
+  return config
+
+
+def test_undecodable_image_or_mask_does_not_shift_the_stream():
+  examples = _pet_examples(np.random.default_rng(1), PETS)
+  bad = BAD_IMAGES + BAD_MASKS
+  config = _pet_config()
+  with tfds.testing.mock_data(num_examples=PETS, as_data_source_fn=_pet_records(
+      examples, BAD_IMAGES, BAD_MASKS)):
+    full, bundle = _take(config, 0, 1, 9)  # 36 positions: 2.6 epochs.
+    # Resume after and across bad records, on 1 and 2 processes.
+    resumed = {count: _joined([_take(config, p, count, 4, start_step=3)[0]
+                               for p in range(count)]) for count in (1, 2)}
+  # Each bad record once per epoch: ranks 0..13, 14..27 and 28..35 of the stream.
+  counts = [sum(train_stream.permutation(k, g // PETS, PETS, 5, True).numpy() in bad
+                for g, k in ((g, g % PETS) for g in range(lo, hi)))
+            for lo, hi in ((0, 14), (14, 28), (28, 36))]
+  assert counts[:2] == [3, 3]
+  assert bundle.skipped_images()["train"] == sum(counts)
+  table = {1: 1, 2: 0, 3: 255}
+  stored = []
+  for ex in examples:
+    image = tf.io.decode_jpeg(ex["image"]).numpy()
+    trimap = np.asarray(Image.open(io.BytesIO(ex["segmentation_mask"])))
+    stored.append((image, np.vectorize(table.get)(trimap).astype(np.int32)))
+  want = _reference(stored, range(36), seed=5, bad=bad)
+  labels = np.concatenate([b["label"] for b in full])
+  images = np.concatenate([b["image"] for b in full])
+  for g, (image, label) in enumerate(want):
+    np.testing.assert_array_equal(labels[g], label.numpy(), err_msg=str(g))
+    np.testing.assert_allclose(images[g], image.numpy(), atol=1e-5, err_msg=str(g))
+  for count in (1, 2):
+    _assert_batches_equal(resumed[count], full[3:7])
+
+
+def test_mask_of_another_size_is_a_clear_error():
+  examples = _pet_examples(np.random.default_rng(2), 4)
+  rng = np.random.default_rng(3)
+  examples[1]["segmentation_mask"] = _png(rng.choice(np.array([1, 2, 3], np.uint8),
+                                                     size=(7, 9)))
+  with tfds.testing.mock_data(num_examples=4, as_data_source_fn=_pet_records(examples)):
+    bundle = input_pipeline.create_segmentation_datasets(_pet_config(), 0, 1)
+    with pytest.raises(ValueError, match="Image and mask sizes differ in oxford_iiit_pet"):
+      next(bundle.train)
+    bundle.train.close()
+
+
 def test_unmapped_mask_values_are_a_clear_error():
   # Auto-mocked masks hold random bytes, not the trimap's 1, 2, 3.
   config = input_pipeline.segmentation_data_config()
@@ -192,6 +331,7 @@ def test_unmapped_mask_values_are_a_clear_error():
     bundle = input_pipeline.create_segmentation_datasets(config, 0, 1)
     with pytest.raises(ValueError, match="oxford_iiit_pet holds a mask value with no class"):
       next(bundle.train)
+    bundle.train.close()  # Stops its readers (tfds' random mock fails on some records).
 
 
 def test_value_tables():

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import deeplab_demo
 from configs import demo
 from xception_jax import checkpointing, validation
 from xception_jax.validation import ConfigError
@@ -90,6 +91,17 @@ def test_impossible_numbers_are_refused(field, value, allowed, tmp_path):
 def test_removed_fields_are_refused_not_ignored(tmp_path):
   _refused(_config(shuffle_buffer_size=10_000), tmp_path,
            "config.shuffle_buffer_size = 10000", "removed", "config.shuffle = False")
+
+
+def test_removed_fields_are_refused_for_segmentation_too(tmp_path):
+  # The segmentation train stream is the same index-based stream: no buffer either.
+  config = deeplab_demo.get_config()
+  config.data_dir = "/nonexistent/tfds"
+  validation.validate(config)  # The shipped config does not set it.
+  with config.unlocked():
+    config.shuffle_buffer_size = 8
+  _refused(config, tmp_path, "config.shuffle_buffer_size = 8", "removed",
+           "config.shuffle = False")
 
 
 def test_epochs_must_be_positive_when_they_decide(tmp_path):

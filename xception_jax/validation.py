@@ -115,7 +115,6 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("embedded.zipf_exponent", at_least(0.0, integer=False), "a number >= 0"),
     # Segmentation data (input_pipeline/segmentation_pipeline.py).
     ("eval_image_size", optional(at_least(1)), "None (image_size) or an integer >= 1"),
-    ("shuffle_buffer_size", at_least(0), "an integer >= 0 (segmentation's train order)"),
     ("min_scale_factor", positive, "a number > 0"),
     ("max_scale_factor", positive, "a number > 0 (>= min_scale_factor)"),
     ("scale_factor_step_size", at_least(0.0, integer=False), "a number >= 0 (0: continuous)"),
@@ -256,8 +255,6 @@ REMOVED = {
 
 
 def _check_removed(config) -> Optional[str]:
-  if _get(config, "task", None) == "segmentation":
-    return None  # the segmentation stream still shuffles with a buffer (its own field)
   for field, why in REMOVED.items():
     value = _get(config, field, KeyError)
     if value is not KeyError:
