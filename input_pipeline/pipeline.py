@@ -23,7 +23,6 @@ and logged.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -32,7 +31,6 @@ from typing import Callable, Iterator
 from absl import logging
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.eager import context as tf_context  # pylint: disable=g-direct-tensorflow-import
 
 from input_pipeline import defaults
 from input_pipeline import preprocessing
@@ -54,26 +52,6 @@ def configure_tensorflow() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(2)
   except RuntimeError:
     pass  # TensorFlow's runtime is already initialised.
-
-
-@contextlib.contextmanager
-def _without_global_tf_seed():
-  """Traces dataset functions with TensorFlow's global seed unset, then restores it.
-
-  tf.data's shuffle combines its op seed with the global seed (`tf.random.set_seed`,
-  e.g. set by Keras utilities) and fails when the op seed is a tensor, as per-epoch
-  seeds are; the order must depend on config.seed alone anyway. (Used by the
-  segmentation stream's buffered shuffle; the classification stream has no shuffle op.)
-  """
-  saved = tf_context.global_seed()
-  if saved is None:
-    yield
-    return
-  tf.random.set_seed(None)
-  try:
-    yield
-  finally:
-    tf.random.set_seed(saved)
 
 
 @dataclasses.dataclass
