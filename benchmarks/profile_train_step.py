@@ -13,7 +13,7 @@ from which the event is attributed to a category: depthwise, pointwise, BatchNor
 max-pool, entry 3x3 convolutions, strided shortcuts, head, optimizer and the rest.
 Events of one step can overlap when XLA runs independent thunks concurrently, so the
 per-step sum can exceed the step's wall time; the wall time is printed beside it.
-Prints two tables: per category (forward and backward apart) and the top thunks.
+Prints two tables: per category (forward and backward together) and the top thunks.
 """
 from __future__ import annotations
 
@@ -81,29 +81,27 @@ def hlo_op_names(hlo_text: str) -> dict[str, str]:
 
 
 def category(op_name: str) -> str:
-  """What an op computes, from its Flax path; '/bwd' for the backward pass."""
-  backward = "transpose(" in op_name or "_bwd" in op_name or "bwd" in op_name.split("/")[-1]
+  """What an op computes, from its Flax path. Forward and backward are counted together:
+  the backward ops of a custom VJP (depthwise 'shift', BatchNorm 'fused', max-pool
+  'shift') carry the forward's op_name, without autodiff's `transpose(...)`."""
   path = op_name
   if "Xception" not in path:
-    kind = "optimizer/loss/other"
-    return kind
+    return "optimizer/loss/other"
   if "_bn" in path or "BatchNorm" in path or "batch_norm" in path:
-    kind = "BatchNorm"
-  elif "max_pool" in path or "reduce_window" in path or "select_and_scatter" in path:
-    kind = "max-pool"
-  elif "/depthwise" in path:
-    kind = "depthwise"
-  elif "/pointwise" in path:
-    kind = "pointwise (1x1 dot)"
-  elif "/shortcut" in path:
-    kind = "strided 1x1 shortcut"
-  elif re.search(r"entry_flow/conv[12]", path):
-    kind = "entry 3x3 conv"
-  elif "/head" in path or "/fc" in path:
-    kind = "head"
-  else:
-    kind = "other in model (ReLU, add, pool, casts)"
-  return kind + (" bwd" if backward else " fwd")
+    return "BatchNorm"
+  if "max_pool" in path or "reduce_window" in path or "select_and_scatter" in path:
+    return "max-pool"
+  if "/depthwise" in path:
+    return "depthwise"
+  if "/pointwise" in path:
+    return "pointwise (1x1 dot)"
+  if "/shortcut" in path:
+    return "strided 1x1 shortcut"
+  if re.search(r"entry_flow/conv[12]", path):
+    return "entry 3x3 conv"
+  if "/head" in path or "/fc" in path:
+    return "head"
+  return "other in model (ReLU, add, mean, casts)"
 
 
 def build(mode: str):

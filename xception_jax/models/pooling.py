@@ -118,4 +118,5 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int],
   if padding not in ("SAME", "VALID") or x.ndim != 4 or len(window) != 2:
     raise ValueError(f"max_pool_impl='shift' takes NHWC inputs, a 2D window and padding "
                      f"'SAME' or 'VALID'; got shape {x.shape}, window {window}, {padding!r}.")
-  return _max_pool_shift(x, window, strides, padding)
+  with jax.named_scope("max_pool"):  # names the ops in profiles (profile_train_step.py)
+    return _max_pool_shift(x, window, strides, padding)
