@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xception_jax.models import layers
+from xception_jax.models import batch_norm, layers
 from xception_jax.models.xception import scaled_width
 
 ModuleDef = Callable[..., nn.Module]
@@ -215,6 +215,8 @@ class AlignedXception(nn.Module):
       after the depthwise BN of every block that starts with ReLU.
     segments: channel segments of every depthwise conv (None: depthwise; the spectrum).
     depthwise_impl: 'feature_group', 'shift' or 'auto'; all compute the same function.
+    bn_impl: 'flax', 'fused' (closed-form training gradient, fast on CPU) or 'auto'
+      (batch_norm.py); same variables and forward.
     dropout_rate: dropout before the logits.
     width_multiplier: scales every width (tests and CPU demos).
     bn_momentum, bn_epsilon: BatchNorm (timm: PyTorch momentum 0.1 = Flax 0.9; 1e-3).
@@ -228,6 +230,7 @@ class AlignedXception(nn.Module):
   intermediate_activation: Optional[str] = None
   segments: Optional[int] = None
   depthwise_impl: str = "feature_group"
+  bn_impl: str = "auto"
   dropout_rate: float = 0.0
   width_multiplier: float = 1.0
   bn_momentum: float = 0.9
@@ -261,7 +264,8 @@ class AlignedXception(nn.Module):
     plan = schedule(blocks, self.output_stride, self._width)
     level_of = {info.block: info.name for info in plan.features[:-1]}
     dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+    norm = functools.partial(batch_norm.batch_norm_class(self.bn_impl),
+                             use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon, **dtypes)
     conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)),
                              use_bias=False, kernel_init=layers.default_kernel_init, **dtypes)

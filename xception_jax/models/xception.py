@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xception_jax.models import layers
+from xception_jax.models import batch_norm, layers, pooling
 
 ModuleDef = Callable[..., nn.Module]
 Dtype = Any
@@ -60,6 +60,7 @@ class XceptionModule(nn.Module):
   separable_conv: ModuleDef
   pointwise_conv: ModuleDef
   norm: ModuleDef
+  max_pool_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -70,7 +71,8 @@ class XceptionModule(nn.Module):
       y = self.separable_conv(features, name=f"sepconv{i + 1}")(y)
       y = self.norm(name=f"sepconv{i + 1}_bn")(y)
     if self.strides > 1:
-      y = nn.max_pool(y, (3, 3), strides=(self.strides, self.strides), padding="SAME")
+      y = pooling.max_pool(y, (3, 3), (self.strides, self.strides), "SAME",
+                           self.max_pool_impl)
     if not self.residual:
       return y
     shortcut = x
@@ -153,6 +155,12 @@ class Xception(nn.Module):
     order: 'depthwise_pointwise' (Xception) or 'pointwise_depthwise' (Figure 4).
     depthwise_impl: 'feature_group' (reference, accelerators), 'shift' (fast on CPU),
       or 'auto'; all compute the same function.
+    bn_impl: 'flax' (flax.linen.BatchNorm), 'fused' (same variables and forward, a
+      closed-form training gradient in two passes; fast on CPU) or 'auto' (fused on
+      CPU, flax elsewhere). See batch_norm.py.
+    max_pool_impl: 'xla' (nn.max_pool, select-and-scatter gradient), 'shift'
+      (strided slices and a scatter-free gradient; fast on CPU) or 'auto'. See
+      pooling.py.
     fc_layers: widths of optional fully-connected ReLU layers before the logits (the
       JFT "with FC" runs use (4096, 4096)).
     dropout_rate: dropout before the logits (0.5 on ImageNet, 0 on JFT).
@@ -168,6 +176,8 @@ class Xception(nn.Module):
   segments: Optional[int] = None
   order: str = "depthwise_pointwise"
   depthwise_impl: str = "feature_group"
+  bn_impl: str = "auto"
+  max_pool_impl: str = "auto"
   fc_layers: Sequence[int] = ()
   dropout_rate: float = 0.0
   width_multiplier: float = 1.0
@@ -198,7 +208,8 @@ class Xception(nn.Module):
     self._check_input(x)
     width = functools.partial(scaled_width, width_multiplier=self.width_multiplier)
     dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+    norm = functools.partial(batch_norm.batch_norm_class(self.bn_impl),
+                             use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon, **dtypes)
     conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="VALID", use_bias=False,
                              kernel_init=layers.default_kernel_init, **dtypes)
@@ -208,6 +219,7 @@ class Xception(nn.Module):
         depthwise_impl=self.depthwise_impl, **dtypes)
     pointwise_conv = functools.partial(layers.PointwiseConv, **dtypes)
     module = functools.partial(XceptionModule, residual=self.residual,
+                               max_pool_impl=pooling.resolve_max_pool_impl(self.max_pool_impl),
                                separable_conv=separable_conv,
                                pointwise_conv=pointwise_conv, norm=norm)
 
