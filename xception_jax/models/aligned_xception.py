@@ -291,14 +291,10 @@ class AlignedXception(nn.Module):
     if return_features:
       levels[plan.features[-1].name] = x
       return levels
-    x = jnp.mean(x, axis=(1, 2))  # global average pooling
-    if not self.include_top:
-      return x.astype(jnp.float32)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, kernel_init=layers.default_kernel_init,
-                 bias_init=nn.initializers.constant(self.head_bias_init), name="head",
-                 **dtypes)(x)
-    return x.astype(jnp.float32)
+    return layers.classifier_head(
+        x, num_classes=self.num_classes, include_top=self.include_top,
+        dropout_rate=self.dropout_rate, head_bias_init=self.head_bias_init, train=train,
+        **dtypes)
 
 
 def xception41(**fields: Any) -> AlignedXception:

@@ -156,3 +156,26 @@ class SeparableConv(nn.Module):
     if act is not None:
       x = act(x)
     return second(x)
+
+
+def classifier_head(x: jax.Array, *, num_classes: int, include_top: bool,
+                    dropout_rate: float, head_bias_init: float, train: bool,
+                    fc_layers: tuple[int, ...] = (), **dtypes: Any) -> jax.Array:
+  """The classifiers' top: global average pooling, optional fully-connected ReLU layers
+  (`fc1`, `fc2`, ...: the paper's JFT variant), dropout and the logits layer `head`.
+
+  Called inside a parent's `nn.compact` method, so its layers are the parent's
+  (`fc1`, `head` at the top of the parameter tree, where checkpoints and converters
+  expect them). Returns float32 logits, or the pooled features without a top.
+  """
+  x = jnp.mean(x, axis=(1, 2))  # global average pooling
+  for i, features in enumerate(fc_layers):
+    x = nn.relu(nn.Dense(features, kernel_init=default_kernel_init, name=f"fc{i + 1}",
+                         **dtypes)(x))
+  if not include_top:
+    return x.astype(jnp.float32)
+  x = nn.Dropout(dropout_rate, deterministic=not train)(x)
+  x = nn.Dense(num_classes, kernel_init=default_kernel_init,
+               bias_init=nn.initializers.constant(head_bias_init), name="head",
+               **dtypes)(x)
+  return x.astype(jnp.float32)

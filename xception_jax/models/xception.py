@@ -230,14 +230,7 @@ class Xception(nn.Module):
                    name="middle_flow")(x)
     x = ExitFlow(tuple(width(c) for c in EXIT_FEATURES + EXIT_SEPARABLE_FEATURES),
                  module, separable_conv, norm, name="exit_flow")(x)
-    x = jnp.mean(x, axis=(1, 2))  # global average pooling
-    for i, features in enumerate(self.fc_layers):
-      x = nn.relu(nn.Dense(features, kernel_init=layers.default_kernel_init,
-                           name=f"fc{i + 1}", **dtypes)(x))
-    if not self.include_top:
-      return x.astype(jnp.float32)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, kernel_init=layers.default_kernel_init,
-                 bias_init=nn.initializers.constant(self.head_bias_init), name="head",
-                 **dtypes)(x)
-    return x.astype(jnp.float32)
+    return layers.classifier_head(
+        x, num_classes=self.num_classes, include_top=self.include_top,
+        dropout_rate=self.dropout_rate, head_bias_init=self.head_bias_init, train=train,
+        fc_layers=tuple(self.fc_layers), **dtypes)
