@@ -29,7 +29,7 @@ table gives:
   counts the forward, backward and optimiser; the shift-and-multiply depthwise form
   counts its elementwise products, so the figure can differ between implementations;
 - TFLOP/s achieved (FLOP/image x images/s) and MFU = achieved / peak. The peak is
-  `--peak_tflops` x devices if given; otherwise from PEAK_TFLOPS for known
+  `--peak_tflops` x devices if given; otherwise hardware.PEAK_TFLOPS for known
   accelerators (NVIDIA's datasheets, dense tensor-core rates), or on CPU an
   ESTIMATE: cores x clock x FP32 FLOP/cycle from the CPU's vector flags (printed);
 - memory: XLA's memory analysis of the compiled step (arguments + outputs + temporaries
@@ -42,57 +42,24 @@ Benchmarks print numbers; no test asserts a speed (docs/PERFORMANCE.md records r
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
-import re
-import resource
 import statistics
 import sys
-import threading
-import time
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from xception_jax import logs, optim, partitioning, segmentation_steps, steps
+from xception_jax import hardware, logs, step_timing
 from xception_jax.models import depthwise, factory
+from xception_jax.step_timing import Result
 
 MODES = ("train", "eval", "both")
 DEFAULT_CONFIG = "configs/imagenet.py"
 # Without --config: configs/imagenet.py at the CPU target of issue 19.
 DEFAULT_OVERRIDES = dict(batch_size=8, image_size=150, dtype="float32")
 DTYPES = ("float32", "bfloat16", "float16")
-NUM_TRAIN_EXAMPLES = 1_281_167  # the schedule's length for 'poly' (ImageNet's train split)
-
-# Dense peak TFLOP/s per device: (device_kind substring, {compute dtype: peak}), first
-# match wins. NVIDIA H100 SXM / H200 datasheets: BF16/FP16 tensor 989.4 (dense; 1979 is
-# with sparsity), TF32 tensor 494.7, FP32 66.9. H100 PCIe: 756.5 / 378 / 51.2.
-# A100: 312 / 156 / 19.5. TPU: bf16 peaks of Google's Cloud TPU pages (v4 275, v5e 197,
-# v5p 459, v6e 918). 'float32' on an NVIDIA GPU means XLA's default precision, which
-# uses TF32 tensor cores for float32 convolutions and dots (Ampere and later); with
-# `jax_default_matmul_precision='highest'` the FP32 column applies ('float32_highest').
-PEAK_TFLOPS = (
-    ("H100 PCIe", {"bfloat16": 756.5, "float16": 756.5, "float32": 378.0,
-                   "float32_highest": 51.2}),
-    ("H100", {"bfloat16": 989.4, "float16": 989.4, "float32": 494.7,
-              "float32_highest": 66.9}),
-    ("H200", {"bfloat16": 989.4, "float16": 989.4, "float32": 494.7,
-              "float32_highest": 66.9}),
-    ("A100", {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0,
-              "float32_highest": 19.5}),
-    ("TPU v4", {"bfloat16": 275.0}),
-    ("TPU v5 lite", {"bfloat16": 197.0}),
-    ("TPU v5e", {"bfloat16": 197.0}),
-    ("TPU v5p", {"bfloat16": 459.0}),
-    ("TPU v5", {"bfloat16": 459.0}),
-    ("TPU v6", {"bfloat16": 918.0}),
-)
-
 
 class BenchmarkError(ValueError):
   """A bad option: printed as one line, exit status 2."""
@@ -228,267 +195,13 @@ def options_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Options:
   else:
     impls = (None,)
 
-  num_devices = _num_devices(config)
+  num_devices = step_timing.mesh_devices(config)
   if config.batch_size % num_devices:
     raise BenchmarkError(f"--batch_size={config.batch_size} must be divisible by the "
                          f"{num_devices} devices of the mesh (or set --config.num_devices).")
   modes = ("train", "eval") if fv.mode == "both" else (fv.mode,)
   return Options(config=config, depthwise_impls=impls, modes=modes, steps=fv.steps,
                  warmup=fv.warmup, peak_tflops=fv.peak_tflops)
-
-
-def _num_devices(config: ml_collections.ConfigDict) -> int:
-  n = config.get("num_devices", -1)
-  if n in (-1, None):
-    return jax.device_count()
-  if not 1 <= n <= jax.device_count():
-    raise BenchmarkError(f"config.num_devices={n}, but {jax.device_count()} devices exist.")
-  return n
-
-
-# -- peak FLOP/s -------------------------------------------------------------------------
-def _cpu_flags() -> set[str]:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("flags"):
-          return set(line.split(":", 1)[1].split())
-  except OSError:
-    pass
-  return set()
-
-
-def _cpu_info(key: str) -> str | None:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.split(":")[0].strip() == key:
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return None
-
-
-def cpu_flops_per_cycle(cpu_flags: set[str], vendor: str | None) -> tuple[int, str]:
-  """FP32 FLOP per cycle per core from the vector extensions, and the assumption.
-
-  A fused multiply-add counts 2 FLOP per lane: FLOP/cycle = lanes x 2 x FMA units."""
-  if "avx512f" in cpu_flags:
-    if vendor == "AuthenticAMD":  # Zen 4 runs 512-bit FMAs on two 256-bit pipes
-      return 32, "AVX-512 on AMD (Zen 4: two 256-bit FMA pipes assumed): 8 lanes x 2 x 2"
-    return 64, "AVX-512 + FMA (two 512-bit FMA units assumed): 16 lanes x 2 x 2"
-  if "avx2" in cpu_flags and "fma" in cpu_flags:
-    return 32, "AVX2 + FMA (two 256-bit FMA units assumed, as Haswell+/Zen 2+): 8 lanes x 2 x 2"
-  if "avx" in cpu_flags:
-    return 16, "AVX without FMA (one 256-bit add and one multiply per cycle assumed)"
-  return 8, "SSE (one 128-bit add and one multiply per cycle assumed)"
-
-
-def cpu_peak() -> tuple[float, str]:
-  """An ESTIMATE of the process's CPU FP32 peak FLOP/s: cores x GHz x FLOP/cycle."""
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  mhz = _cpu_info("cpu MHz")
-  ghz = float(mhz) / 1000 if mhz else 2.0
-  per_cycle, how = cpu_flops_per_cycle(_cpu_flags(), _cpu_info("vendor_id"))
-  source = "/proc/cpuinfo 'cpu MHz'" if mhz else "2.0 GHz assumed, no /proc/cpuinfo"
-  peak = cores * ghz * 1e9 * per_cycle
-  return peak, (f"estimated: {cores} cores x {ghz:.2f} GHz ({source}) x {per_cycle} FP32 "
-                f"FLOP/cycle ({how}) = {peak / 1e9:.0f} GFLOP/s")
-
-
-def device_peak(dtype: str, num_devices: int, given_tflops: float | None = None
-                ) -> tuple[float | None, str]:
-  """(peak FLOP/s of the mesh or None, how it was found)."""
-  device = jax.devices()[0]
-  if given_tflops is not None:
-    return given_tflops * 1e12 * num_devices, (
-        f"--peak_tflops={given_tflops:g} x {num_devices} device(s)")
-  if device.platform == "cpu":
-    return cpu_peak()
-  key = dtype
-  if dtype == "float32" and jax.config.jax_default_matmul_precision in ("highest", "float32"):
-    key = "float32_highest"
-  for substring, table in PEAK_TFLOPS:
-    if substring.lower() in device.device_kind.lower() and key in table:
-      return table[key] * 1e12 * num_devices, (
-          f"{device.device_kind}: {table[key]:g} TFLOP/s dense {key} (datasheet) x "
-          f"{num_devices} device(s)")
-  return None, f"unknown for {device.device_kind!r} {dtype}: give --peak_tflops"
-
-
-# -- measuring ---------------------------------------------------------------------------
-@dataclasses.dataclass
-class Result:
-  """One row of the table."""
-  depthwise_impl: str | None
-  mode: str
-  batch_size: int
-  step_seconds: list[float]
-  compile_seconds: float
-  flops_per_image: float | None
-  xla_memory_bytes: int | None
-  peak_memory_bytes: int | None
-
-  @property
-  def images_per_second(self) -> float:
-    return self.batch_size / statistics.median(self.step_seconds)
-
-
-def flops_per_image(compiled: Any, batch_size: int, num_devices: int) -> float | None:
-  """XLA's cost analysis of a compiled program (one device's share of an SPMD program)
-  times the devices, over the global batch."""
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # older jax: one dict per computation
-    analysis = analysis[0] if analysis else None
-  if not analysis or "flops" not in analysis:
-    return None
-  return float(analysis["flops"]) * num_devices / batch_size
-
-
-def xla_memory_bytes(compiled: Any) -> int | None:
-  stats = compiled.memory_analysis()
-  if stats is None:
-    return None
-  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
-
-
-def peak_memory() -> tuple[int | None, str]:
-  """(bytes, what they are): device peak on accelerators, process peak RSS on CPU."""
-  stats = jax.devices()[0].memory_stats() if jax.devices()[0].platform != "cpu" else None
-  if stats and "peak_bytes_in_use" in stats:
-    return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use (cumulative)"
-  rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-  return int(rss_kib) * 1024, "process peak RSS (whole process, cumulative)"
-
-
-class _Progress:
-  """A line while something slow runs, and one more every `every` seconds."""
-
-  def __init__(self, what: str, out=sys.stderr, every: float = 15.0):
-    self.what, self.out, self.every = what, out, every
-    self._done = threading.Event()
-
-  def __enter__(self):
-    self.start = time.perf_counter()
-    print(f"compiling {self.what} ...", file=self.out, flush=True)
-    self._thread = threading.Thread(target=self._tick, daemon=True)
-    self._thread.start()
-    return self
-
-  def _tick(self):
-    while not self._done.wait(self.every):
-      print(f"  ... still compiling {self.what} ({time.perf_counter() - self.start:.0f} s)",
-            file=self.out, flush=True)
-
-  def __exit__(self, *exc):
-    self._done.set()
-    self.seconds = time.perf_counter() - self.start
-    if exc[0] is None:
-      print(f"compiled {self.what} in {self.seconds:.1f} s", file=self.out, flush=True)
-
-
-def synthetic_batch(config: ml_collections.ConfigDict, task: str, seed: int = 0
-                    ) -> dict[str, np.ndarray]:
-  """A batch as the input pipeline gives it: images in [-1, 1], labels of the task."""
-  rng = np.random.default_rng(seed)
-  b, s, c = config.batch_size, config.image_size, config.num_classes
-  batch = {"image": rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32),
-           "mask": np.ones([b], np.float32)}
-  if task == "multi_label":
-    batch["label"] = (rng.uniform(size=(b, c)) < 0.1).astype(np.float32)
-  elif task == "segmentation":
-    batch["label"] = rng.integers(0, c, (b, s, s)).astype(np.int32)
-  else:
-    batch["label"] = rng.integers(0, c, b).astype(np.int32)
-  return batch
-
-
-class StepRunner:
-  """One compiled trainer step (train or eval) with its state and batch, timed on demand.
-
-  Built exactly as train.Trainer builds its steps: model from the factory, optimiser
-  and schedule from optim.py, steps.train_step / steps.eval_step, the same shardings."""
-
-  def __init__(self, config: ml_collections.ConfigDict, mode: str,
-               depthwise_impl: str | None = None, progress: bool = True):
-    overrides = {} if depthwise_impl is None else {"depthwise_impl": depthwise_impl}
-    self.mode, self.depthwise_impl = mode, depthwise_impl
-    self.batch_size = config.batch_size
-    task = config.get("task", "single_label")
-    self.model = factory.create_model(config.model, num_classes=config.num_classes,
-                                      **overrides)
-    total_steps = optim.steps_for(config, NUM_TRAIN_EXAMPLES)
-    schedule = optim.learning_rate_schedule(config, total_steps)
-    tx = optim.create_optimizer(config, total_steps)
-    self.num_devices = _num_devices(config)
-    mesh = partitioning.create_mesh(config.get("num_devices", -1))
-    data_sharding = partitioning.data_sharding(mesh)
-    replicated = partitioning.replicated(mesh)
-    init = functools.partial(steps.create_train_state, self.model, tx,
-                             image_size=config.image_size)
-    abstract = jax.eval_shape(init, jax.random.key(0))
-    state_sharding = partitioning.tree_shardings(
-        abstract, mesh, partitioning.partition_rules(config.get("shard_head", False)))
-    self.state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(0))
-    self.batch = jax.device_put(synthetic_batch(config, task), data_sharding)
-    if mode == "train":
-      self.rng = jax.device_put(jax.random.key(1), replicated)
-      step = jax.jit(
-          functools.partial(steps.train_step, model=self.model, tx=tx, schedule=schedule,
-                            task=task, label_smoothing=config.get("label_smoothing", 0.0),
-                            skip_nonfinite=config.get("skip_nonfinite_updates", False)),
-          in_shardings=(state_sharding, data_sharding, replicated),
-          out_shardings=(state_sharding, replicated), donate_argnums=0)
-      args = (self.state, self.batch, self.rng)
-    elif task == "segmentation":
-      step = jax.jit(
-          functools.partial(segmentation_steps.eval_step, model=self.model,
-                            num_classes=config.num_classes,
-                            scales=tuple(config.get("eval_scales", (1.0,))),
-                            flip=config.get("eval_flip", False)),
-          in_shardings=(state_sharding, data_sharding), out_shardings=(replicated, replicated))
-      args = (self.state, self.batch)
-    else:
-      step = jax.jit(functools.partial(steps.eval_step, model=self.model, task=task),
-                     in_shardings=(state_sharding, data_sharding),
-                     out_shardings=(replicated, data_sharding))
-      args = (self.state, self.batch)
-    what = f"{mode} step (depthwise_impl={depthwise_impl})"
-    with _Progress(what, out=sys.stderr if progress else open(os.devnull, "w")) as timer:
-      self.compiled = step.lower(*args).compile()
-    self.compile_seconds = timer.seconds
-    self.flops_per_image = flops_per_image(self.compiled, self.batch_size, self.num_devices)
-    self.xla_memory_bytes = xla_memory_bytes(self.compiled)
-
-  def run(self) -> None:
-    """One step, to completion."""
-    if self.mode == "train":
-      self.state, metrics = self.compiled(self.state, self.batch, self.rng)
-      jax.block_until_ready((self.state, metrics))
-    else:
-      jax.block_until_ready(self.compiled(self.state, self.batch))
-
-  def time_steps(self, n: int) -> list[float]:
-    """Seconds of each of n steps."""
-    seconds = []
-    for _ in range(n):
-      start = time.perf_counter()
-      self.run()
-      seconds.append(time.perf_counter() - start)
-    return seconds
-
-
-def measure(config: ml_collections.ConfigDict, mode: str, depthwise_impl: str | None,
-            num_steps: int, warmup: int, progress: bool = True) -> Result:
-  runner = StepRunner(config, mode, depthwise_impl, progress=progress)
-  for _ in range(warmup):
-    runner.run()
-  seconds = runner.time_steps(num_steps)
-  return Result(depthwise_impl=depthwise_impl, mode=mode, batch_size=config.batch_size,
-                step_seconds=seconds, compile_seconds=runner.compile_seconds,
-                flops_per_image=runner.flops_per_image,
-                xla_memory_bytes=runner.xla_memory_bytes, peak_memory_bytes=peak_memory()[0])
 
 
 # -- the table ---------------------------------------------------------------------------
@@ -507,8 +220,8 @@ def format_table(results: Sequence[Result], peak_flops: float | None) -> str:
     lines.append(
         f"| {r.depthwise_impl or '-'} | {r.mode} | {r.images_per_second:.2f} | "
         f"{1000 * statistics.median(r.step_seconds):.1f} | {r.compile_seconds:.1f} | "
-        f"{_fmt(None if r.flops_per_image is None else r.flops_per_image / 1e9, '.4f')} | "
-        f"{_fmt(None if achieved is None else achieved / 1e12, '.4f')} | "
+        f"{_fmt(None if r.flops_per_image is None else r.flops_per_image / 1e9, '.4g')} | "
+        f"{_fmt(None if achieved is None else achieved / 1e12, '.4g')} | "
         f"{_fmt(None if mfu is None else 100 * mfu, '.2f')}% | "
         f"{_fmt(mib(r.xla_memory_bytes), '.0f')} | {_fmt(mib(r.peak_memory_bytes), '.0f')} |")
   return "\n".join(lines)
@@ -534,7 +247,8 @@ def run(options: Options, out=sys.stdout, progress: bool = True) -> list[Result]
   """Measures every (implementation, mode) and prints the table."""
   config = options.config
   dtype = config.model.get("dtype", "float32")
-  peak, peak_how = device_peak(dtype, _num_devices(config), options.peak_tflops)
+  peak, peak_how = hardware.device_peak(dtype, step_timing.mesh_devices(config),
+                                        options.peak_tflops)
   print(environment(), file=out)
   print(describe(config), file=out)
   print(f"timing: median of {options.steps} steps after {options.warmup} warm-up steps",
@@ -542,11 +256,12 @@ def run(options: Options, out=sys.stdout, progress: bool = True) -> list[Result]
   results = []
   for impl in options.depthwise_impls:
     for mode in options.modes:
-      results.append(measure(config, mode, impl, options.steps, options.warmup, progress))
+      results.append(step_timing.measure(config, mode, impl, options.steps, options.warmup,
+                                         progress))
   print(format_table(results, peak), file=out)
   print(f"peak FLOP/s for MFU: {peak_how}", file=out)
-  print(f"peak memory: {peak_memory()[1]}; XLA memory: arguments + outputs + temporaries "
-        "- aliased, of the compiled step", file=out, flush=True)
+  print(f"peak memory: {hardware.peak_memory()[1]}; XLA memory: arguments + outputs + "
+        "temporaries - aliased, of the compiled step", file=out, flush=True)
   return results
 
 
