@@ -18,7 +18,7 @@ import pytest
 from absl import flags
 from jax import lax
 
-from xception_jax import benchmark, hardware, optim, step_timing, steps
+from xception_jax import benchmark, hardware, optim, partitioning, step_timing, steps
 from xception_jax.models import depthwise, factory
 
 TINY = ["--width_multiplier=0.0625", "--num_middle_blocks=1", "--image_size=71",
@@ -62,12 +62,17 @@ def test_table_has_train_and_eval_rows(tiny_run):
 
 
 def _independent_cost(config, mode: str) -> float:
-  """XLA's cost analysis of the trainer's step, compiled without the benchmark's code."""
+  """XLA's cost analysis of the trainer's step, compiled here without the benchmark's
+  code (with train.Trainer's shardings on one device, so that the program is the same
+  and the session's compilation cache serves it)."""
+  mesh = partitioning.create_mesh(1)
+  data, replicated = partitioning.data_sharding(mesh), partitioning.replicated(mesh)
   model = factory.create_model(config.model, num_classes=config.num_classes,
                                depthwise_impl="feature_group")
   tx = optim.create_optimizer(config, 1000)
   state = jax.eval_shape(functools.partial(steps.create_train_state, model, tx,
                                            image_size=config.image_size), jax.random.key(0))
+  state_sharding = partitioning.tree_shardings(state, mesh, [])
   b, s = config.batch_size, config.image_size
   batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32),
            "label": jax.ShapeDtypeStruct((b,), jnp.int32),
@@ -75,15 +80,19 @@ def _independent_cost(config, mode: str) -> float:
   if mode == "train":
     fn = jax.jit(functools.partial(
         steps.train_step, model=model, tx=tx, task="single_label",
-        schedule=optim.learning_rate_schedule(config, 1000)), donate_argnums=0)
+        schedule=optim.learning_rate_schedule(config, 1000)),
+        in_shardings=(state_sharding, data, replicated),
+        out_shardings=(state_sharding, replicated), donate_argnums=0)
     lowered = fn.lower(state, batch, jax.random.key(1))
   else:
-    fn = jax.jit(functools.partial(steps.eval_step, model=model, task="single_label"))
+    fn = jax.jit(functools.partial(steps.eval_step, model=model, task="single_label"),
+                 in_shardings=(state_sharding, data), out_shardings=(replicated, data))
     lowered = fn.lower(state, batch)
   return lowered.compile().cost_analysis()["flops"] / b
 
 
-@pytest.mark.parametrize("mode", ["train", "eval"])
+# The independent compilation of the training step costs ~25 s of CPU: `-m slow`.
+@pytest.mark.parametrize("mode", [pytest.param("train", marks=pytest.mark.slow), "eval"])
 def test_flops_per_image_is_xla_cost_of_the_trainers_step(tiny_run, mode):
   options, results, table = tiny_run
   expected = _independent_cost(options.config, mode)
