@@ -7,7 +7,7 @@
 
 Targets (issue 19's CPU goals by default): `train:150`, `train:299` and `eval:299`, at
 --batch_size (8), full-width Xception with 1000 classes. Ours: the step
-`python -m xception_jax.benchmark` measures (benchmark.StepRunner: configs/imagenet.py's
+`python -m xception_jax.benchmark` measures (step_timing.StepRunner: configs/imagenet.py's
 model and SGD recipe, steps.train_step / steps.eval_step) for each depthwise
 implementation of --impls ('all': every one registered in models/depthwise.py now).
 timm: `legacy_xception` (the same network), channels_last, torch.set_num_threads =
@@ -135,7 +135,7 @@ def main(argv):
   torch, timm = _import_torch()
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax  # pylint: disable=import-outside-toplevel
-  from xception_jax import benchmark, logs  # pylint: disable=import-outside-toplevel
+  from xception_jax import benchmark, logs, step_timing  # pylint: disable=import-outside-toplevel
   logs.quiet_library_logs()
 
   known = benchmark.implementations()
@@ -160,7 +160,7 @@ def main(argv):
     config.num_classes = FLAGS.num_classes
     config.model.dtype = FLAGS.dtype
     config.num_devices = 1
-    runners = {f"ours {impl}": benchmark.StepRunner(config, mode, impl) for impl in impls}
+    runners = {f"ours {impl}": step_timing.StepRunner(config, mode, impl) for impl in impls}
     print(f"timm {mode} step at {size}: first step ...", file=sys.stderr, flush=True)
     runners["timm legacy_xception"] = TimmRunner(torch, timm, mode, size)
     for runner in runners.values():
