@@ -53,7 +53,7 @@ FLAGS = flags.FLAGS
 
 
 class TimmRunner:
-  """timm's legacy_xception step with the interface of benchmark.StepRunner."""
+  """timm's legacy_xception step with the interface of step_timing.StepRunner."""
 
   def __init__(self, torch, timm, mode: str, image_size: int):
     self.torch, self.mode = torch, mode
