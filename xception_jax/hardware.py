@@ -18,7 +18,7 @@ import jax
 # with sparsity), TF32 tensor 494.7, FP32 66.9. H100 PCIe: 756.5 / 378 / 51.2.
 # A100: 312 / 156 / 19.5. TPU: bf16 peaks of Google's Cloud TPU pages (v4 275, v5e 197,
 # v5p 459, v6e 918). 'float32' on an NVIDIA GPU means XLA's default precision, which
-# uses TF32 tensor cores for float32 convolutions and dots (Ampere and later); with
+# uses TF32 tensor cores for float32 convolutions and dots on A100/H100 (jax-ml/jax#18934); with
 # `jax_default_matmul_precision='highest'` the FP32 column applies ('float32_highest').
 PEAK_TFLOPS = (
     ("H100 PCIe", {"bfloat16": 756.5, "float16": 756.5, "float32": 378.0,
@@ -36,6 +36,7 @@ PEAK_TFLOPS = (
     ("TPU v5", {"bfloat16": 459.0}),
     ("TPU v6", {"bfloat16": 918.0}),
 )
+
 
 def _cpu_flags() -> set[str]:
   try:
