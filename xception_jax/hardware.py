@@ -18,8 +18,9 @@ import jax
 # with sparsity), TF32 tensor 494.7, FP32 66.9. H100 PCIe: 756.5 / 378 / 51.2.
 # A100: 312 / 156 / 19.5. TPU: bf16 peaks of Google's Cloud TPU pages (v4 275, v5e 197,
 # v5p 459, v6e 918). 'float32' on an NVIDIA GPU means XLA's default precision, which
-# uses TF32 tensor cores for float32 convolutions and dots on A100/H100 (jax-ml/jax#18934); with
-# `jax_default_matmul_precision='highest'` the FP32 column applies ('float32_highest').
+# uses TF32 tensor cores for float32 convolutions and dots on A100/H100
+# (jax-ml/jax#18934); with `jax_default_matmul_precision='highest'` the FP32 column
+# applies ('float32_highest').
 PEAK_TFLOPS = (
     ("H100 PCIe", {"bfloat16": 756.5, "float16": 756.5, "float32": 378.0,
                    "float32_highest": 51.2}),
