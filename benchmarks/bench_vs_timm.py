@@ -19,7 +19,10 @@ model in torch.compile.
 The runners are compiled and warmed up first; then --repeats rounds each time --steps
 steps of every runner in turn (ours per implementation, then timm), so that load from
 other jobs falls on all alike. Printed per target: images/s (batch / median step time
-over all rounds; and the range of the rounds' medians) and the ratio ours / timm.
+over all rounds; and the range of the rounds' medians), the ratio ours / timm and its
+range over the rounds. Each round's line (stderr) gives the load average: other jobs
+on the machine slow PyTorch's threads far more than XLA's (docs/PERFORMANCE.md), so
+only rounds on a quiet machine give the ratio a user would see.
 
 Needs torch and timm, which the project does not depend on; without them it prints
 the install command and exits with status 2.
@@ -174,20 +177,25 @@ def main(argv):
         seconds[name] += times
         rounds[name].append(FLAGS.batch_size / statistics.median(times))
       print(f"{mode}:{size} round {r + 1}: " + ", ".join(
-          f"{name} {rounds[name][-1]:.2f}" for name in runners) + " images/s",
-            file=sys.stderr, flush=True)
+          f"{name} {rounds[name][-1]:.2f}" for name in runners) + " images/s; load "
+            f"average {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     speed = {name: FLAGS.batch_size / statistics.median(s) for name, s in seconds.items()}
     timm_speed = speed["timm legacy_xception"]
     for name in runners:
+      per_round = [a / b for a, b in zip(rounds[name], rounds["timm legacy_xception"])]
       rows.append((f"{mode} {size}", name, speed[name], min(rounds[name]),
-                   max(rounds[name]), speed[name] / timm_speed))
+                   max(rounds[name]), speed[name] / timm_speed, min(per_round),
+                   max(per_round)))
     del runners
     jax.clear_caches()
 
-  print("| target | runner | images/s | rounds' range | ours / timm |")
-  print("|---|---|---|---|---|")
-  for target, name, value, low, high, ratio in rows:
-    print(f"| {target} | {name} | {value:.2f} | {low:.2f}-{high:.2f} | {ratio:.2f}x |")
+  print("| target | runner | images/s | rounds' range | ours / timm | per round |")
+  print("|---|---|---|---|---|---|")
+  for target, name, value, low, high, ratio, ratio_low, ratio_high in rows:
+    print(f"| {target} | {name} | {value:.2f} | {low:.2f}-{high:.2f} | {ratio:.2f}x | "
+          f"{ratio_low:.2f}-{ratio_high:.2f}x |")
+  print(f"load average now: {os.getloadavg()[0]:.1f} on {cores} cores. Other jobs slow "
+        "PyTorch's threads more than XLA's: trust only rounds run on a quiet machine.")
 
 
 if __name__ == "__main__":
