@@ -1,78 +1,41 @@
-"""Training-step throughput of Xception: images/s of the jitted SGD step.
+"""Training-step throughput of Xception per depthwise implementation (kept for old commands).
 
-  python benchmarks/bench_train_step.py                         # full width, 150px, batch 8
-  python benchmarks/bench_train_step.py --impls=feature_group,shift --image_size=299 \
-      --batch_size=64 --dtype=bfloat16                          # on an accelerator
+  python benchmarks/bench_train_step.py                       # full width, 150px, batch 8
+  python benchmarks/bench_train_step.py --impls=feature_group,shift --image_size=299
 
-Prints one line per depthwise implementation: compile time, then the median of
---repeats timings of --steps steps each (after one warm-up step). Compare figures only
-within one run: machines differ from day to day. Records go to docs/PERFORMANCE.md.
+A thin wrapper over the benchmark command, `python -m xception_jax.benchmark
+--mode=train --depthwise_impl=feature_group,shift` (docs/PERFORMANCE.md): the old
+flags --impls and --steps/--repeats map onto --depthwise_impl and --steps (timed steps
+= steps x repeats); every other flag of the command is accepted as it is.
 """
-import functools
-import statistics
+from __future__ import annotations
+
+import os
 import sys
-import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from absl import app, flags
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags  # pylint: disable=wrong-import-position
 
-sys.path.insert(0, ".")
-from xception_jax import steps  # pylint: disable=wrong-import-position
-from xception_jax.models import Xception  # pylint: disable=wrong-import-position
-
-flags.DEFINE_list("impls", ["feature_group", "shift"], "Depthwise implementations.")
-flags.DEFINE_integer("image_size", 150, "Input side.")
-flags.DEFINE_integer("batch_size", 8, "Global batch.")
-flags.DEFINE_float("width_multiplier", 1.0, "Model width.")
-flags.DEFINE_integer("num_middle_blocks", 8, "Middle-flow modules.")
-flags.DEFINE_integer("num_classes", 1000, "Classes.")
-flags.DEFINE_string("dtype", "float32", "Compute dtype.")
-flags.DEFINE_integer("steps", 5, "Steps per timing.")
-flags.DEFINE_integer("repeats", 3, "Timings (the median is printed).")
-FLAGS = flags.FLAGS
+from xception_jax import benchmark  # pylint: disable=wrong-import-position
 
 
-def measure(impl: str) -> tuple[float, float]:
-  model = Xception(num_classes=FLAGS.num_classes, width_multiplier=FLAGS.width_multiplier,
-                   num_middle_blocks=FLAGS.num_middle_blocks, depthwise_impl=impl,
-                   dtype=jnp.dtype(FLAGS.dtype), dropout_rate=0.5)
-  tx = optax.sgd(0.045, momentum=0.9)
-  state = jax.jit(functools.partial(steps.create_train_state, model, tx,
-                                    image_size=FLAGS.image_size))(jax.random.key(0))
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
-                                   schedule=lambda s: 0.045, task="single_label"),
-                 donate_argnums=0)
-  rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.uniform(-1, 1, (FLAGS.batch_size, FLAGS.image_size,
-                                                    FLAGS.image_size, 3)), jnp.float32),
-           "label": jnp.asarray(rng.integers(0, FLAGS.num_classes, FLAGS.batch_size))}
-  key = jax.random.key(1)
-  start = time.perf_counter()
-  state, metrics = step(state, batch, key)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  timings = []
-  for _ in range(FLAGS.repeats):
-    start = time.perf_counter()
-    for _ in range(FLAGS.steps):
-      state, metrics = step(state, batch, key)
-    jax.block_until_ready(metrics)
-    timings.append((time.perf_counter() - start) / FLAGS.steps)
-  return compile_s, FLAGS.batch_size / statistics.median(timings)
-
-
-def main(_):
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
-        f"device {jax.devices()[0].device_kind}; image {FLAGS.image_size}, batch "
-        f"{FLAGS.batch_size}, width {FLAGS.width_multiplier}, {FLAGS.dtype}")
-  for impl in FLAGS.impls:
-    compile_s, images_per_s = measure(impl)
-    print(f"depthwise_impl={impl:14s} compile+first step {compile_s:6.1f} s   "
-          f"{images_per_s:8.2f} images/s")
+def translate(argv: list[str]) -> list[str]:
+  """The old flags in the benchmark command's terms; train mode and both kernels."""
+  out, steps, repeats = [argv[0], "--mode=train"], 5, 3
+  impls = "feature_group,shift"
+  for arg in argv[1:]:
+    name, _, value = arg.partition("=")
+    if name == "--impls":
+      impls = value
+    elif name == "--steps":
+      steps = int(value)
+    elif name == "--repeats":
+      repeats = int(value)
+    else:
+      out.append(arg)
+  return out + [f"--depthwise_impl={impls}", f"--steps={steps * repeats}"]
 
 
 if __name__ == "__main__":
-  app.run(main)
+  benchmark.define_flags()
+  app.run(benchmark.main, argv=translate(sys.argv))

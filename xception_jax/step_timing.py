@@ -1,0 +1,205 @@
+"""Timing one of the trainer's compiled steps: the benchmark command's measuring part.
+
+`StepRunner` builds a step exactly as train.Trainer does (model from the architecture
+registry, optimiser and schedule from optim.py, `steps.train_step` / `steps.eval_step`
+or `segmentation_steps.eval_step`, the trainer's shardings over a mesh of
+`config.num_devices`), compiles it ahead of time on a synthetic batch, and runs and
+times it on demand, so that several runners (depthwise implementations, timm) can be
+interleaved. FLOPs come from XLA's cost analysis of the compiled program, memory from
+its memory analysis.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import statistics
+import sys
+import threading
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from xception_jax import hardware, optim, partitioning, segmentation_steps, steps
+from xception_jax.models import factory
+
+NUM_TRAIN_EXAMPLES = 1_281_167  # the schedule's length for 'poly' (ImageNet's train split)
+
+
+def mesh_devices(config: ml_collections.ConfigDict) -> int:
+  """The devices of the mesh `config.num_devices` asks for (-1: all)."""
+  n = config.get("num_devices", -1)
+  if n in (-1, None):
+    return jax.device_count()
+  if not 1 <= n <= jax.device_count():
+    raise ValueError(f"config.num_devices={n}, but {jax.device_count()} devices exist.")
+  return n
+
+@dataclasses.dataclass
+class Result:
+  """One row of the table."""
+  depthwise_impl: str | None
+  mode: str
+  batch_size: int
+  step_seconds: list[float]
+  compile_seconds: float
+  flops_per_image: float | None
+  xla_memory_bytes: int | None
+  peak_memory_bytes: int | None
+
+  @property
+  def images_per_second(self) -> float:
+    return self.batch_size / statistics.median(self.step_seconds)
+
+
+def flops_per_image(compiled: Any, batch_size: int, num_devices: int) -> float | None:
+  """XLA's cost analysis of a compiled program (one device's share of an SPMD program)
+  times the devices, over the global batch."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older jax: one dict per computation
+    analysis = analysis[0] if analysis else None
+  if not analysis or "flops" not in analysis:
+    return None
+  return float(analysis["flops"]) * num_devices / batch_size
+
+
+def xla_memory_bytes(compiled: Any) -> int | None:
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return None
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+class _Progress:
+  """A line while something slow runs, and one more every `every` seconds."""
+
+  def __init__(self, what: str, out=sys.stderr, every: float = 15.0, quiet: bool = False):
+    self.what, self.out, self.every, self.quiet = what, out, every, quiet
+    self._done = threading.Event()
+
+  def __enter__(self):
+    self.start = time.perf_counter()
+    if self.quiet:
+      return self
+    print(f"compiling {self.what} ...", file=self.out, flush=True)
+    self._thread = threading.Thread(target=self._tick, daemon=True)
+    self._thread.start()
+    return self
+
+  def _tick(self):
+    while not self._done.wait(self.every):
+      print(f"  ... still compiling {self.what} ({time.perf_counter() - self.start:.0f} s)",
+            file=self.out, flush=True)
+
+  def __exit__(self, *exc):
+    self._done.set()
+    self.seconds = time.perf_counter() - self.start
+    if exc[0] is None and not self.quiet:
+      print(f"compiled {self.what} in {self.seconds:.1f} s", file=self.out, flush=True)
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, task: str, seed: int = 0
+                    ) -> dict[str, np.ndarray]:
+  """A batch as the input pipeline gives it: images in [-1, 1], labels of the task."""
+  rng = np.random.default_rng(seed)
+  b, s, c = config.batch_size, config.image_size, config.num_classes
+  batch = {"image": rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32),
+           "mask": np.ones([b], np.float32)}
+  if task == "multi_label":
+    batch["label"] = (rng.uniform(size=(b, c)) < 0.1).astype(np.float32)
+  elif task == "segmentation":
+    batch["label"] = rng.integers(0, c, (b, s, s)).astype(np.int32)
+  else:
+    batch["label"] = rng.integers(0, c, b).astype(np.int32)
+  return batch
+
+
+class StepRunner:
+  """One compiled trainer step (train or eval) with its state and batch, timed on demand.
+
+  Built exactly as train.Trainer builds its steps: model from the factory, optimiser
+  and schedule from optim.py, steps.train_step / steps.eval_step, the same shardings."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mode: str,
+               depthwise_impl: str | None = None, progress: bool = True):
+    overrides = {} if depthwise_impl is None else {"depthwise_impl": depthwise_impl}
+    self.mode, self.depthwise_impl = mode, depthwise_impl
+    self.batch_size = config.batch_size
+    task = config.get("task", "single_label")
+    self.model = factory.create_model(config.model, num_classes=config.num_classes,
+                                      **overrides)
+    total_steps = optim.steps_for(config, NUM_TRAIN_EXAMPLES)
+    schedule = optim.learning_rate_schedule(config, total_steps)
+    tx = optim.create_optimizer(config, total_steps)
+    self.num_devices = mesh_devices(config)
+    mesh = partitioning.create_mesh(config.get("num_devices", -1))
+    data_sharding = partitioning.data_sharding(mesh)
+    replicated = partitioning.replicated(mesh)
+    init = functools.partial(steps.create_train_state, self.model, tx,
+                             image_size=config.image_size)
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    state_sharding = partitioning.tree_shardings(
+        abstract, mesh, partitioning.partition_rules(config.get("shard_head", False)))
+    self.state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(0))
+    self.batch = jax.device_put(synthetic_batch(config, task), data_sharding)
+    if mode == "train":
+      self.rng = jax.device_put(jax.random.key(1), replicated)
+      step = jax.jit(
+          functools.partial(steps.train_step, model=self.model, tx=tx, schedule=schedule,
+                            task=task, label_smoothing=config.get("label_smoothing", 0.0),
+                            skip_nonfinite=config.get("skip_nonfinite_updates", False)),
+          in_shardings=(state_sharding, data_sharding, replicated),
+          out_shardings=(state_sharding, replicated), donate_argnums=0)
+      args = (self.state, self.batch, self.rng)
+    elif task == "segmentation":
+      step = jax.jit(
+          functools.partial(segmentation_steps.eval_step, model=self.model,
+                            num_classes=config.num_classes,
+                            scales=tuple(config.get("eval_scales", (1.0,))),
+                            flip=config.get("eval_flip", False)),
+          in_shardings=(state_sharding, data_sharding), out_shardings=(replicated, replicated))
+      args = (self.state, self.batch)
+    else:
+      step = jax.jit(functools.partial(steps.eval_step, model=self.model, task=task),
+                     in_shardings=(state_sharding, data_sharding),
+                     out_shardings=(replicated, data_sharding))
+      args = (self.state, self.batch)
+    what = f"{mode} step (depthwise_impl={depthwise_impl})"
+    with _Progress(what, quiet=not progress) as timer:
+      self.compiled = step.lower(*args).compile()
+    self.compile_seconds = timer.seconds
+    self.flops_per_image = flops_per_image(self.compiled, self.batch_size, self.num_devices)
+    self.xla_memory_bytes = xla_memory_bytes(self.compiled)
+
+  def run(self) -> None:
+    """One step, to completion."""
+    if self.mode == "train":
+      self.state, metrics = self.compiled(self.state, self.batch, self.rng)
+      jax.block_until_ready((self.state, metrics))
+    else:
+      jax.block_until_ready(self.compiled(self.state, self.batch))
+
+  def time_steps(self, n: int) -> list[float]:
+    """Seconds of each of n steps."""
+    seconds = []
+    for _ in range(n):
+      start = time.perf_counter()
+      self.run()
+      seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def measure(config: ml_collections.ConfigDict, mode: str, depthwise_impl: str | None,
+            num_steps: int, warmup: int, progress: bool = True) -> Result:
+  runner = StepRunner(config, mode, depthwise_impl, progress=progress)
+  for _ in range(warmup):
+    runner.run()
+  seconds = runner.time_steps(num_steps)
+  return Result(depthwise_impl=depthwise_impl, mode=mode, batch_size=config.batch_size,
+                step_seconds=seconds, compile_seconds=runner.compile_seconds,
+                flops_per_image=runner.flops_per_image,
+                xla_memory_bytes=runner.xla_memory_bytes,
+                peak_memory_bytes=hardware.peak_memory()[0])
