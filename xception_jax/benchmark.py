@@ -27,7 +27,11 @@ table gives:
 - GFLOP/image: XLA's cost analysis of the compiled step (the program that runs; a
   multiply-add counts 2; per device, times devices, over the batch). A training step
   counts the forward, backward and optimiser; the shift-and-multiply depthwise form
-  counts its elementwise products, so the figure can differ between implementations;
+  counts its elementwise products, so the figure can differ between implementations.
+  On GPU the convolutions become cuDNN custom calls that XLA's cost analysis does not
+  count (an H200 run gave 2.06 GFLOP/image for a training step at 299 that does about
+  50: docs/PERFORMANCE.md), so there the GFLOP and MFU columns understate; a warning
+  line says so;
 - TFLOP/s achieved (FLOP/image x images/s) and MFU = achieved / peak. The peak is
   `--peak_tflops` x devices if given; otherwise hardware.PEAK_TFLOPS for known
   accelerators (NVIDIA's datasheets, dense tensor-core rates), or on CPU an
@@ -260,6 +264,10 @@ def run(options: Options, out=sys.stdout, progress: bool = True) -> list[Result]
                                          progress))
   print(format_table(results, peak), file=out)
   print(f"peak FLOP/s for MFU: {peak_how}", file=out)
+  if jax.default_backend() == "gpu":
+    print("warning: on GPU, XLA's cost analysis leaves out convolutions run as cuDNN "
+          "custom calls: GFLOP/image and MFU understate (a training step at 299 is "
+          "about 3 x 16.8 GFLOP per image).", file=out)
   print(f"peak memory: {hardware.peak_memory()[1]}; XLA memory: arguments + outputs + "
         "temporaries - aliased, of the compiled step", file=out, flush=True)
   return results
