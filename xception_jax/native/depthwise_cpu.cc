@@ -1,0 +1,319 @@
+// Depthwise 'SAME' correlation on CPU, registered with XLA through the FFI.
+//
+// NHWC float32 inputs x [N, H, W, C], taps [kh, kw, C] (odd kh, kw), integer
+// dilation d; zero padding p = d * (k // 2) on each side, stride 1:
+//
+//   y[n, h, w, c] = sum_{i, j} x[n, h + d*i - ph, w + d*j - pw, c] * taps[i, j, c]
+//
+// Two handlers:
+//   xception_jax_depthwise_fwd    y = correlate(x, taps). The input gradient is
+//                                 the same call with the taps flipped in both
+//                                 spatial axes (the Python side flips them).
+//   xception_jax_depthwise_dtaps  per-sample kernel gradient
+//                                 dtaps[n, i, j, c] = sum_{h, w} x[n, h + d*i - ph,
+//                                 w + d*j - pw, c] * g[n, h, w, c]
+//                                 (the Python side sums over n: a tiny reduction,
+//                                 and one that keeps a leading batch axis).
+//
+// Speed: channels are innermost and contiguous, so every inner loop is a
+// fixed-width block of channels that the compiler keeps in vector registers
+// (64 floats = 8 AVX2 or 4 AVX-512 registers; 16 and then 1 for the rest).
+// Forward: for each output pixel, the list of valid taps is built once and the
+// channel blocks accumulate over it in registers, then store once. Kernel
+// gradient: for each (row, tap, channel block) the products are summed over the
+// row's pixels in float32 registers, and each row's sum is added to a float64
+// partial; rows are split into chunks whose partials are added in a fixed order,
+// so the result does not depend on the number of threads.
+//
+// Threads: work is split over rows (n, h) into chunks; the calling thread and
+// up to (pool size - 1) tasks scheduled on XLA's own intra-op thread pool
+// (ffi::ThreadPool, the Eigen pool of XLA:CPU) claim chunks from an atomic
+// counter. The caller waits only for chunks that were claimed (they are being
+// run), so it never waits on a task that has not started: tasks that start
+// late find no chunk left and return. No OpenMP: no second thread pool to
+// oversubscribe the cores XLA already uses.
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Parallel loop over [0, num_chunks) on XLA's thread pool.
+
+struct LoopState {
+  std::function<void(int64_t)> body;
+  int64_t num_chunks = 0;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::mutex mu;
+  std::condition_variable cv;
+};
+
+void RunChunks(LoopState& state) {
+  for (;;) {
+    const int64_t chunk = state.next.fetch_add(1);
+    if (chunk >= state.num_chunks) return;
+    state.body(chunk);
+    if (state.done.fetch_add(1) + 1 == state.num_chunks) {
+      std::lock_guard<std::mutex> lock(state.mu);
+      state.cv.notify_all();
+    }
+  }
+}
+
+void ParallelFor(ffi::ThreadPool& pool, int64_t num_chunks,
+                 std::function<void(int64_t)> body) {
+  const int64_t threads = num_chunks > 1 ? pool.num_threads() : 1;
+  if (threads <= 1) {
+    for (int64_t chunk = 0; chunk < num_chunks; ++chunk) body(chunk);
+    return;
+  }
+  auto state = std::make_shared<LoopState>();
+  state->body = std::move(body);
+  state->num_chunks = num_chunks;
+  const int64_t helpers = std::min(threads - 1, num_chunks - 1);
+  for (int64_t t = 0; t < helpers; ++t) {
+    pool.Schedule([state] { RunChunks(*state); });
+  }
+  RunChunks(*state);
+  std::unique_lock<std::mutex> lock(state->mu);
+  state->cv.wait(lock, [&] { return state->done.load() == state->num_chunks; });
+}
+
+// Splits `rows` rows of `work_per_row` multiply-adds into chunks of at least
+// kMinChunkWork (smaller work runs on the calling thread alone), at most
+// kMaxChunks of them.
+constexpr int64_t kMinChunkWork = 1 << 17;
+constexpr int64_t kMaxChunks = 64;
+constexpr int64_t kMaxGradChunks = 16;
+
+int64_t NumChunks(int64_t rows, int64_t work_per_row) {
+  const int64_t by_work = std::max<int64_t>(1, rows * work_per_row / kMinChunkWork);
+  return std::max<int64_t>(1, std::min({rows, by_work, kMaxChunks}));
+}
+
+// ---------------------------------------------------------------------------
+// Shapes.
+
+struct Geometry {
+  int64_t n, h, w, c, kh, kw, d, ph, pw;
+};
+
+ffi::Error CheckGeometry(const ffi::Buffer<ffi::F32>& x, int64_t kh, int64_t kw,
+                         int64_t kc, int64_t dilation, Geometry* geo) {
+  auto dims = x.dimensions();
+  if (dims.size() != 4) {
+    return ffi::Error::InvalidArgument("depthwise: x must be NHWC (rank 4)");
+  }
+  if (kh % 2 == 0 || kw % 2 == 0 || kh < 1 || kw < 1) {
+    return ffi::Error::InvalidArgument("depthwise: kernel sizes must be odd");
+  }
+  if (kc != dims[3]) {
+    return ffi::Error::InvalidArgument(
+        "depthwise: taps' channel count " + std::to_string(kc) +
+        " != input channels " + std::to_string(dims[3]));
+  }
+  if (dilation < 1) {
+    return ffi::Error::InvalidArgument("depthwise: dilation must be >= 1");
+  }
+  *geo = Geometry{dims[0], dims[1], dims[2], dims[3], kh, kw, dilation,
+                  dilation * (kh / 2), dilation * (kw / 2)};
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------
+// Forward: y = correlate(x, taps).
+
+// out[c .. c+B) = sum_t in[t][c .. c+B) * k[t][c .. c+B), for B fixed.
+template <int B>
+inline void TapBlock(const float* const* in, const float* const* k, int ntaps,
+                     int64_t c, float* __restrict out) {
+  float acc[B] = {};
+  for (int t = 0; t < ntaps; ++t) {
+    const float* __restrict a = in[t] + c;
+    const float* __restrict b = k[t] + c;
+#pragma GCC unroll 64
+    for (int i = 0; i < B; ++i) acc[i] += a[i] * b[i];
+  }
+#pragma GCC unroll 64
+  for (int i = 0; i < B; ++i) out[c + i] = acc[i];
+}
+
+// `in` and `k` are scratch arrays of kh * kw pointers.
+void ForwardRow(const Geometry& g, const float* x, const float* taps, float* y,
+                int64_t row, const float** in, const float** k) {
+  const int64_t n = row / g.h, h = row % g.h;
+  const int64_t row_stride = g.w * g.c;
+  float* out_row = y + row * row_stride;
+  for (int64_t w = 0; w < g.w; ++w) {
+    int ntaps = 0;
+    for (int64_t i = 0; i < g.kh; ++i) {
+      const int64_t hi = h + g.d * i - g.ph;
+      if (hi < 0 || hi >= g.h) continue;
+      const float* in_row = x + (n * g.h + hi) * row_stride;
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const int64_t wi = w + g.d * j - g.pw;
+        if (wi < 0 || wi >= g.w) continue;
+        in[ntaps] = in_row + wi * g.c;
+        k[ntaps] = taps + (i * g.kw + j) * g.c;
+        ++ntaps;
+      }
+    }
+    float* out = out_row + w * g.c;
+    int64_t c = 0;
+    for (; c + 64 <= g.c; c += 64) TapBlock<64>(in, k, ntaps, c, out);
+    for (; c + 16 <= g.c; c += 16) TapBlock<16>(in, k, ntaps, c, out);
+    for (; c < g.c; ++c) TapBlock<1>(in, k, ntaps, c, out);
+  }
+}
+
+ffi::Error DepthwiseForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                            ffi::Buffer<ffi::F32> taps,
+                            ffi::ResultBuffer<ffi::F32> y, int64_t dilation) {
+  auto tdims = taps.dimensions();
+  if (tdims.size() != 3) {
+    return ffi::Error::InvalidArgument("depthwise: taps must be [kh, kw, C]");
+  }
+  Geometry g;
+  if (auto err = CheckGeometry(x, tdims[0], tdims[1], tdims[2], dilation, &g);
+      err.failure()) {
+    return err;
+  }
+  const float* xp = x.typed_data();
+  const float* tp = taps.typed_data();
+  float* yp = y->typed_data();
+  const int64_t rows = g.n * g.h;
+  const int64_t chunks = NumChunks(rows, g.w * g.c * g.kh * g.kw);
+  ParallelFor(pool, chunks, [&](int64_t chunk) {
+    const int64_t r0 = rows * chunk / chunks, r1 = rows * (chunk + 1) / chunks;
+    std::vector<const float*> in(g.kh * g.kw), k(g.kh * g.kw);
+    for (int64_t r = r0; r < r1; ++r) ForwardRow(g, xp, tp, yp, r, in.data(), k.data());
+  });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------
+// Kernel gradient, per sample.
+
+// part[c .. c+B) += sum_{w < count} a[w*C + c ..] * b[w*C + c ..].
+template <int B>
+inline void DotBlock(const float* a, const float* b, int64_t count,
+                     int64_t stride, int64_t c, double* __restrict part) {
+  float acc[B] = {};
+  for (int64_t w = 0; w < count; ++w) {
+    const float* __restrict aw = a + w * stride + c;
+    const float* __restrict bw = b + w * stride + c;
+#pragma GCC unroll 64
+    for (int i = 0; i < B; ++i) acc[i] += aw[i] * bw[i];
+  }
+#pragma GCC unroll 64
+  for (int i = 0; i < B; ++i) part[c + i] += acc[i];
+}
+
+// part[t, c] += sum_w x[n, h + d*i - ph, w + d*j - pw, c] * g[n, h, w, c].
+void KernelGradRow(const Geometry& g, const float* x, const float* gy,
+                   double* part, int64_t row) {
+  const int64_t n = row / g.h, h = row % g.h;
+  const int64_t row_stride = g.w * g.c;
+  const float* g_row = gy + row * row_stride;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    const int64_t hi = h + g.d * i - g.ph;
+    if (hi < 0 || hi >= g.h) continue;
+    const float* x_row = x + (n * g.h + hi) * row_stride;
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const int64_t shift = g.d * j - g.pw;  // wi = w + shift
+      const int64_t w0 = std::max<int64_t>(0, -shift);
+      const int64_t w1 = std::min<int64_t>(g.w, g.w - shift);
+      if (w1 <= w0) continue;
+      const float* a = x_row + (w0 + shift) * g.c;
+      const float* b = g_row + w0 * g.c;
+      double* p = part + (i * g.kw + j) * g.c;
+      int64_t c = 0;
+      for (; c + 64 <= g.c; c += 64) DotBlock<64>(a, b, w1 - w0, g.c, c, p);
+      for (; c + 16 <= g.c; c += 16) DotBlock<16>(a, b, w1 - w0, g.c, c, p);
+      for (; c < g.c; ++c) DotBlock<1>(a, b, w1 - w0, g.c, c, p);
+    }
+  }
+}
+
+ffi::Error DepthwiseKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                               ffi::Buffer<ffi::F32> gy,
+                               ffi::ResultBuffer<ffi::F32> dtaps,
+                               int64_t dilation) {
+  auto ddims = dtaps->dimensions();
+  if (ddims.size() != 4) {
+    return ffi::Error::InvalidArgument("depthwise: dtaps must be [N, kh, kw, C]");
+  }
+  Geometry g;
+  if (auto err = CheckGeometry(x, ddims[1], ddims[2], ddims[3], dilation, &g);
+      err.failure()) {
+    return err;
+  }
+  if (ddims[0] != g.n || gy.dimensions().size() != 4 ||
+      gy.element_count() != x.element_count()) {
+    return ffi::Error::InvalidArgument("depthwise: x, g and dtaps disagree in shape");
+  }
+  const float* xp = x.typed_data();
+  const float* gp = gy.typed_data();
+  float* dp = dtaps->typed_data();
+  const int64_t taps_size = g.kh * g.kw * g.c;
+  // Chunks never straddle two samples: (sample, block of rows) pairs. Their
+  // number depends on the shape only, so the sums are the same on any machine.
+  // At most kMaxGradChunks float64 partials of the taps' size.
+  const int64_t blocks = std::max<int64_t>(
+      1, std::min(NumChunks(g.n * g.h, g.w * g.c * g.kh * g.kw), kMaxGradChunks) /
+             std::max<int64_t>(g.n, 1));
+  const int64_t chunks = g.n * blocks;
+  std::vector<double> partials(chunks * taps_size, 0.0);
+  ParallelFor(pool, chunks, [&](int64_t chunk) {
+    const int64_t n = chunk / blocks, b = chunk % blocks;
+    const int64_t h0 = g.h * b / blocks, h1 = g.h * (b + 1) / blocks;
+    double* part = partials.data() + chunk * taps_size;
+    for (int64_t h = h0; h < h1; ++h) KernelGradRow(g, xp, gp, part, n * g.h + h);
+  });
+  for (int64_t n = 0; n < g.n; ++n) {
+    float* out = dp + n * taps_size;
+    const double* first = partials.data() + n * blocks * taps_size;
+    for (int64_t t = 0; t < taps_size; ++t) {
+      double sum = first[t];
+      for (int64_t b = 1; b < blocks; ++b) sum += first[b * taps_size + t];
+      out[t] = static_cast<float>(sum);
+    }
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// The library is built with -fvisibility=hidden; only the two handlers are exported.
+#define XCEPTION_JAX_EXPORT __attribute__((visibility("default")))
+extern "C" XCEPTION_JAX_EXPORT XLA_FFI_Error* XceptionJaxDepthwiseForward(XLA_FFI_CallFrame*);
+extern "C" XCEPTION_JAX_EXPORT XLA_FFI_Error* XceptionJaxDepthwiseKernelGrad(
+    XLA_FFI_CallFrame*);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(XceptionJaxDepthwiseForward, DepthwiseForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // taps
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // y
+                                  .Attr<int64_t>("dilation"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(XceptionJaxDepthwiseKernelGrad, DepthwiseKernelGrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // g
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dtaps per sample
+                                  .Attr<int64_t>("dilation"));
