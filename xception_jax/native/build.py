@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "depthwise_cpu.cc")
 INCLUDE_DIR = os.path.join(HERE, "third_party")
 LIBRARY_STEM = "_depthwise_cpu"
-BASE_FLAGS = ["-std=c++17", "-O3", "-shared", "-fPIC", "-fvisibility=hidden", "-pthread"]
+BASE_FLAGS = ["-std=c++17", "-O3", "-ffp-contract=fast", "-shared", "-fPIC", "-fvisibility=hidden", "-pthread"]
 DEFAULT_ARCH_FLAGS = "-march=native"
 
 

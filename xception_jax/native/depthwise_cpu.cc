@@ -16,8 +16,8 @@
 //                                 and one that keeps a leading batch axis).
 //
 // Speed: channels are innermost and contiguous, so every inner loop is a
-// fixed-width block of channels that the compiler keeps in vector registers
-// (64 floats = 8 AVX2 or 4 AVX-512 registers; 16 and then 1 for the rest).
+// fixed-width block of channels held in vector registers (blocks of 64 floats =
+// 8 vectors of 8, then 16, then 8, then single channels for the rest).
 // Forward: for each output pixel, the list of valid taps is built once and the
 // channel blocks accumulate over it in registers, then store once. Kernel
 // gradient: for each (row, tap, channel block) the products are summed over the
@@ -36,6 +36,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -72,9 +73,20 @@ void RunChunks(LoopState& state) {
   }
 }
 
+// $XCEPTION_JAX_NATIVE_THREADS caps the threads a call uses (1: the calling
+// thread alone); unset or 0: the pool's size.
+int64_t MaxThreads() {
+  static const int64_t max_threads = [] {
+    const char* value = std::getenv("XCEPTION_JAX_NATIVE_THREADS");
+    return value ? std::max<int64_t>(0, std::atoll(value)) : 0;
+  }();
+  return max_threads;
+}
+
 void ParallelFor(ffi::ThreadPool& pool, int64_t num_chunks,
                  std::function<void(int64_t)> body) {
-  const int64_t threads = num_chunks > 1 ? pool.num_threads() : 1;
+  int64_t threads = num_chunks > 1 ? pool.num_threads() : 1;
+  if (MaxThreads() > 0) threads = std::min(threads, MaxThreads());
   if (threads <= 1) {
     for (int64_t chunk = 0; chunk < num_chunks; ++chunk) body(chunk);
     return;
@@ -135,19 +147,35 @@ ffi::Error CheckGeometry(const ffi::Buffer<ffi::F32>& x, int64_t kh, int64_t kw,
 // ---------------------------------------------------------------------------
 // Forward: y = correlate(x, taps).
 
-// out[c .. c+B) = sum_t in[t][c .. c+B) * k[t][c .. c+B), for B fixed.
-template <int B>
+// Vectors of 8 floats (GCC/Clang vector extensions): one AVX2 register, two SSE
+// registers on older targets; unaligned, and allowed to alias float arrays.
+typedef float Vec __attribute__((vector_size(32), aligned(4), may_alias));
+constexpr int kLanes = 8;
+
+inline Vec Load(const float* p) { return *reinterpret_cast<const Vec*>(p); }
+inline void Store(float* p, Vec v) { *reinterpret_cast<Vec*>(p) = v; }
+
+// out[c .. c+8V) = sum_t in[t][c ..] * k[t][c ..]: V vector accumulators kept in
+// registers over the taps, one store.
+template <int V>
 inline void TapBlock(const float* const* in, const float* const* k, int ntaps,
-                     int64_t c, float* __restrict out) {
-  float acc[B] = {};
+                     int64_t c, float* out) {
+  Vec acc[V] = {};
   for (int t = 0; t < ntaps; ++t) {
-    const float* __restrict a = in[t] + c;
-    const float* __restrict b = k[t] + c;
-#pragma GCC unroll 64
-    for (int i = 0; i < B; ++i) acc[i] += a[i] * b[i];
+    const float* a = in[t] + c;
+    const float* b = k[t] + c;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[v] += Load(a + v * kLanes) * Load(b + v * kLanes);
   }
-#pragma GCC unroll 64
-  for (int i = 0; i < B; ++i) out[c + i] = acc[i];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) Store(out + c + v * kLanes, acc[v]);
+}
+
+inline void TapScalar(const float* const* in, const float* const* k, int ntaps,
+                      int64_t c, float* out) {
+  float acc = 0.0f;
+  for (int t = 0; t < ntaps; ++t) acc += in[t][c] * k[t][c];
+  out[c] = acc;
 }
 
 // `in` and `k` are scratch arrays of kh * kw pointers.
@@ -172,9 +200,10 @@ void ForwardRow(const Geometry& g, const float* x, const float* taps, float* y,
     }
     float* out = out_row + w * g.c;
     int64_t c = 0;
-    for (; c + 64 <= g.c; c += 64) TapBlock<64>(in, k, ntaps, c, out);
-    for (; c + 16 <= g.c; c += 16) TapBlock<16>(in, k, ntaps, c, out);
-    for (; c < g.c; ++c) TapBlock<1>(in, k, ntaps, c, out);
+    for (; c + 8 * kLanes <= g.c; c += 8 * kLanes) TapBlock<8>(in, k, ntaps, c, out);
+    for (; c + 2 * kLanes <= g.c; c += 2 * kLanes) TapBlock<2>(in, k, ntaps, c, out);
+    for (; c + kLanes <= g.c; c += kLanes) TapBlock<1>(in, k, ntaps, c, out);
+    for (; c < g.c; ++c) TapScalar(in, k, ntaps, c, out);
   }
 }
 
@@ -206,19 +235,28 @@ ffi::Error DepthwiseForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 // ---------------------------------------------------------------------------
 // Kernel gradient, per sample.
 
-// part[c .. c+B) += sum_{w < count} a[w*C + c ..] * b[w*C + c ..].
-template <int B>
+// part[c .. c+8V) += sum_{w < count} a[w*stride + c ..] * b[w*stride + c ..]:
+// V vector accumulators in float32 over the row, then added to float64 partials.
+template <int V>
 inline void DotBlock(const float* a, const float* b, int64_t count,
-                     int64_t stride, int64_t c, double* __restrict part) {
-  float acc[B] = {};
+                     int64_t stride, int64_t c, double* part) {
+  Vec acc[V] = {};
   for (int64_t w = 0; w < count; ++w) {
-    const float* __restrict aw = a + w * stride + c;
-    const float* __restrict bw = b + w * stride + c;
-#pragma GCC unroll 64
-    for (int i = 0; i < B; ++i) acc[i] += aw[i] * bw[i];
+    const float* aw = a + w * stride + c;
+    const float* bw = b + w * stride + c;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[v] += Load(aw + v * kLanes) * Load(bw + v * kLanes);
   }
-#pragma GCC unroll 64
-  for (int i = 0; i < B; ++i) part[c + i] += acc[i];
+  for (int v = 0; v < V; ++v) {
+    for (int i = 0; i < kLanes; ++i) part[c + v * kLanes + i] += acc[v][i];
+  }
+}
+
+inline void DotScalar(const float* a, const float* b, int64_t count, int64_t stride,
+                      int64_t c, double* part) {
+  float acc = 0.0f;
+  for (int64_t w = 0; w < count; ++w) acc += a[w * stride + c] * b[w * stride + c];
+  part[c] += acc;
 }
 
 // part[t, c] += sum_w x[n, h + d*i - ph, w + d*j - pw, c] * g[n, h, w, c].
@@ -240,9 +278,11 @@ void KernelGradRow(const Geometry& g, const float* x, const float* gy,
       const float* b = g_row + w0 * g.c;
       double* p = part + (i * g.kw + j) * g.c;
       int64_t c = 0;
-      for (; c + 64 <= g.c; c += 64) DotBlock<64>(a, b, w1 - w0, g.c, c, p);
-      for (; c + 16 <= g.c; c += 16) DotBlock<16>(a, b, w1 - w0, g.c, c, p);
-      for (; c < g.c; ++c) DotBlock<1>(a, b, w1 - w0, g.c, c, p);
+      const int64_t count = w1 - w0;
+      for (; c + 8 * kLanes <= g.c; c += 8 * kLanes) DotBlock<8>(a, b, count, g.c, c, p);
+      for (; c + 2 * kLanes <= g.c; c += 2 * kLanes) DotBlock<2>(a, b, count, g.c, c, p);
+      for (; c + kLanes <= g.c; c += kLanes) DotBlock<1>(a, b, count, g.c, c, p);
+      for (; c < g.c; ++c) DotScalar(a, b, count, g.c, c, p);
     }
   }
 }
