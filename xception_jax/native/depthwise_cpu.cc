@@ -20,9 +20,9 @@
 // 8 vectors of 8, then 16, then 8, then single channels for the rest).
 // Forward: for each output pixel, the list of valid taps is built once and the
 // channel blocks accumulate over it in registers, then store once. Kernel
-// gradient: for each (row, tap, channel block) the products are summed over the
-// row's pixels in float32 registers, and each row's sum is added to a float64
-// partial; rows are split into chunks whose partials are added in a fixed order,
+// gradient: for each (group of rows of ~256 pixels, tap, channel block) the
+// products are summed in float32 registers, and each group's sum is added to a
+// float64 partial; rows are split into chunks whose partials are added in a fixed order,
 // so the result does not depend on the number of threads.
 //
 // Threads: work is split over rows (n, h) into chunks; the calling thread and
@@ -235,54 +235,73 @@ ffi::Error DepthwiseForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 // ---------------------------------------------------------------------------
 // Kernel gradient, per sample.
 
-// part[c .. c+8V) += sum_{w < count} a[w*stride + c ..] * b[w*stride + c ..]:
-// V vector accumulators in float32 over the row, then added to float64 partials.
+// part[c .. c+8V) += sum_r sum_{w < count} a[r][w*stride + c ..] * b[r][w*stride + c ..]
+// over `rows` row segments: V vector accumulators in float32 over a few rows (at
+// least kGroupPixels products per lane), then added to float64 partials.
 template <int V>
-inline void DotBlock(const float* a, const float* b, int64_t count,
-                     int64_t stride, int64_t c, double* part) {
+inline void DotBlock(const float* const* a, const float* const* b, int rows,
+                     int64_t count, int64_t stride, int64_t c, double* part) {
   Vec acc[V] = {};
-  for (int64_t w = 0; w < count; ++w) {
-    const float* aw = a + w * stride + c;
-    const float* bw = b + w * stride + c;
+  for (int r = 0; r < rows; ++r) {
+    const float* ar = a[r] + c;
+    const float* br = b[r] + c;
+    for (int64_t w = 0; w < count; ++w) {
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[v] += Load(aw + v * kLanes) * Load(bw + v * kLanes);
+      for (int v = 0; v < V; ++v) {
+        acc[v] += Load(ar + w * stride + v * kLanes) * Load(br + w * stride + v * kLanes);
+      }
+    }
   }
   for (int v = 0; v < V; ++v) {
     for (int i = 0; i < kLanes; ++i) part[c + v * kLanes + i] += acc[v][i];
   }
 }
 
-inline void DotScalar(const float* a, const float* b, int64_t count, int64_t stride,
-                      int64_t c, double* part) {
+inline void DotScalar(const float* const* a, const float* const* b, int rows,
+                      int64_t count, int64_t stride, int64_t c, double* part) {
   float acc = 0.0f;
-  for (int64_t w = 0; w < count; ++w) acc += a[w * stride + c] * b[w * stride + c];
+  for (int r = 0; r < rows; ++r) {
+    for (int64_t w = 0; w < count; ++w) acc += a[r][w * stride + c] * b[r][w * stride + c];
+  }
   part[c] += acc;
 }
 
-// part[t, c] += sum_w x[n, h + d*i - ph, w + d*j - pw, c] * g[n, h, w, c].
-void KernelGradRow(const Geometry& g, const float* x, const float* gy,
-                   double* part, int64_t row) {
-  const int64_t n = row / g.h, h = row % g.h;
+constexpr int64_t kGroupPixels = 256;
+
+// part[t, c] += sum_{h in [h0, h1), w} x[n, h + d*i - ph, w + d*j - pw, c] * g[n, h, w, c]
+// for the rows h0 .. h1 of sample n, in groups of about kGroupPixels pixels.
+void KernelGradRows(const Geometry& g, const float* x, const float* gy, double* part,
+                    int64_t n, int64_t h0, int64_t h1) {
   const int64_t row_stride = g.w * g.c;
-  const float* g_row = gy + row * row_stride;
-  for (int64_t i = 0; i < g.kh; ++i) {
-    const int64_t hi = h + g.d * i - g.ph;
-    if (hi < 0 || hi >= g.h) continue;
-    const float* x_row = x + (n * g.h + hi) * row_stride;
-    for (int64_t j = 0; j < g.kw; ++j) {
-      const int64_t shift = g.d * j - g.pw;  // wi = w + shift
-      const int64_t w0 = std::max<int64_t>(0, -shift);
-      const int64_t w1 = std::min<int64_t>(g.w, g.w - shift);
-      if (w1 <= w0) continue;
-      const float* a = x_row + (w0 + shift) * g.c;
-      const float* b = g_row + w0 * g.c;
-      double* p = part + (i * g.kw + j) * g.c;
-      int64_t c = 0;
-      const int64_t count = w1 - w0;
-      for (; c + 8 * kLanes <= g.c; c += 8 * kLanes) DotBlock<8>(a, b, count, g.c, c, p);
-      for (; c + 2 * kLanes <= g.c; c += 2 * kLanes) DotBlock<2>(a, b, count, g.c, c, p);
-      for (; c + kLanes <= g.c; c += kLanes) DotBlock<1>(a, b, count, g.c, c, p);
-      for (; c < g.c; ++c) DotScalar(a, b, count, g.c, c, p);
+  const int64_t group = std::max<int64_t>(1, (kGroupPixels + g.w - 1) / g.w);
+  std::vector<const float*> a(group), b(group);
+  for (int64_t ha = h0; ha < h1; ha += group) {
+    const int64_t hb = std::min(h1, ha + group);
+    for (int64_t i = 0; i < g.kh; ++i) {
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const int64_t shift = g.d * j - g.pw;  // wi = w + shift
+        const int64_t w0 = std::max<int64_t>(0, -shift);
+        const int64_t w1 = std::min<int64_t>(g.w, g.w - shift);
+        if (w1 <= w0) continue;
+        int rows = 0;
+        for (int64_t h = ha; h < hb; ++h) {
+          const int64_t hi = h + g.d * i - g.ph;
+          if (hi < 0 || hi >= g.h) continue;
+          a[rows] = x + (n * g.h + hi) * row_stride + (w0 + shift) * g.c;
+          b[rows] = gy + (n * g.h + h) * row_stride + w0 * g.c;
+          ++rows;
+        }
+        if (rows == 0) continue;
+        double* p = part + (i * g.kw + j) * g.c;
+        const int64_t count = w1 - w0;
+        const float* const* ap = a.data();
+        const float* const* bp = b.data();
+        int64_t c = 0;
+        for (; c + 8 * kLanes <= g.c; c += 8 * kLanes) DotBlock<8>(ap, bp, rows, count, g.c, c, p);
+        for (; c + 2 * kLanes <= g.c; c += 2 * kLanes) DotBlock<2>(ap, bp, rows, count, g.c, c, p);
+        for (; c + kLanes <= g.c; c += kLanes) DotBlock<1>(ap, bp, rows, count, g.c, c, p);
+        for (; c < g.c; ++c) DotScalar(ap, bp, rows, count, g.c, c, p);
+      }
     }
   }
 }
@@ -320,7 +339,7 @@ ffi::Error DepthwiseKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     const int64_t n = chunk / blocks, b = chunk % blocks;
     const int64_t h0 = g.h * b / blocks, h1 = g.h * (b + 1) / blocks;
     double* part = partials.data() + chunk * taps_size;
-    for (int64_t h = h0; h < h1; ++h) KernelGradRow(g, xp, gp, part, n * g.h + h);
+    KernelGradRows(g, xp, gp, part, n, h0, h1);
   });
   for (int64_t n = 0; n < g.n; ++n) {
     float* out = dp + n * taps_size;

@@ -40,13 +40,21 @@ def _check(x: jax.Array, kernel: jax.Array, dilation: int) -> None:
     raise ValueError(f"depthwise kernel sizes must be odd for 'SAME' padding; got {(kh, kw)}.")
 
 
+def _require_library() -> None:
+  """Loads and registers the library (once); a clear error when it is unavailable."""
+  if not loader.available():
+    raise RuntimeError(f"depthwise_impl 'native': {loader.unavailable_reason()}")
+
+
 def _correlate(x: jax.Array, taps: jax.Array, dilation: int) -> jax.Array:
+  _require_library()
   return jax.ffi.ffi_call(loader.FORWARD_TARGET, jax.ShapeDtypeStruct(x.shape, x.dtype),
                           vmap_method="sequential")(x, taps, dilation=np.int64(dilation))
 
 
 def _kernel_grad(x: jax.Array, g: jax.Array, kernel_size: tuple[int, int],
                  dilation: int) -> jax.Array:
+  _require_library()
   per_sample = jax.ShapeDtypeStruct((x.shape[0], *kernel_size, x.shape[-1]), jnp.float32)
   dtaps = jax.ffi.ffi_call(loader.KERNEL_GRAD_TARGET, per_sample,
                            vmap_method="sequential")(x, g, dilation=np.int64(dilation))
@@ -80,6 +88,4 @@ def depthwise_conv_native(x: jax.Array, kernel: jax.Array, dilation: int = 1) ->
   if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
     from xception_jax.models.depthwise import depthwise_conv_shift  # pylint: disable=import-outside-toplevel
     return depthwise_conv_shift(x, kernel, dilation)
-  if not loader.available():
-    raise RuntimeError(f"depthwise_impl 'native': {loader.unavailable_reason()}")
   return _depthwise_native(x, kernel[:, :, 0, :], dilation)
