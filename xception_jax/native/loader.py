@@ -63,8 +63,8 @@ def _load() -> tuple[bool, str | None]:
     except (OSError, AttributeError) as error:  # stale or foreign build, missing symbol
       reason = f"loading {path} failed ({error}); rebuild: {BUILD_HINT}"
   logging.getLogger(__name__).warning(
-      "xception_jax: depthwise_impl 'native' unavailable, using the pure-JAX 'shift' on "
-      "CPU: %s", reason)
+      "xception_jax: depthwise_impl 'native' unavailable ('auto' uses the pure-JAX 'shift' "
+      "on CPU): %s", reason)
   return False, reason
 
 
