@@ -21,7 +21,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from xception_jax import native
-from xception_jax.models import depthwise
+from xception_jax.models import aligned_xception, depthwise
 from xception_jax.models.layers import SpatialConv
 
 
@@ -108,6 +108,31 @@ def test_strided_spatial_conv_subsamples_the_native_output():
   assert outputs["native"][0].shape == (2, 8, 8, 12)
   for actual, expected in zip(outputs["native"], outputs["feature_group"]):
     _assert_close(actual, expected, "strided SpatialConv")
+
+
+@pytest.mark.slow
+def test_whole_network_with_strides_and_dilation_matches_feature_group():
+  """A tiny aligned Xception at output stride 8 (stride-2 and dilated depthwise convs),
+  training mode: loss and every parameter gradient."""
+  blocks = aligned_xception.ARCHITECTURES["xception41"][:4] + \
+      aligned_xception.ARCHITECTURES["xception41"][-2:]
+  model = aligned_xception.AlignedXception(blocks, width_multiplier=0.125, output_stride=8,
+                                           num_classes=5, depthwise_impl="native")
+  images = jax.random.uniform(jax.random.key(2), (2, 33, 33, 3), minval=-1, maxval=1)
+  variables = model.init(jax.random.key(1), images, train=False)
+
+  def loss(m, params):
+    logits, _ = m.apply({**variables, "params": params}, images, train=True,
+                        mutable=["batch_stats"])
+    return jnp.sum(jnp.sin(logits))
+
+  (la, ga), (lb, gb) = [jax.jit(jax.value_and_grad(functools.partial(loss, m)))(
+      variables["params"]) for m in (model, model.clone(depthwise_impl="feature_group"))]
+  np.testing.assert_allclose(la, lb, rtol=1e-4)
+  # Some leaves are rounding noise (the gradients of parameters that a BatchNorm
+  # right after cancels): an absolute floor of 1e-6 against O(1) gradients.
+  for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 * float(np.max(np.abs(b))) + 1e-6)
 
 
 def test_auto_resolves_to_native_on_cpu_else_shift(monkeypatch):
