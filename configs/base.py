@@ -18,7 +18,7 @@ def model_config() -> ml_collections.ConfigDict:
       intermediate_activation=config_dict.placeholder(str),  # None | 'relu' | 'elu' (Fig. 10)
       segments=config_dict.placeholder(int),  # None: depthwise; 1: regular conv; divisors between
       order="depthwise_pointwise",      # or 'pointwise_depthwise' (Figure 4's extreme Inception)
-      depthwise_impl="auto",            # 'feature_group' | 'shift' | 'auto' (shift on CPU)
+      depthwise_impl="auto",            # 'feature_group' | 'shift' | 'native' | 'auto' (native, else shift, on CPU)
       fc_layers=(),                     # (4096, 4096) for the JFT "with FC" runs
       dropout_rate=0.0,
       width_multiplier=1.0,

@@ -13,8 +13,12 @@ Flax's HWIO layout.
   spatial axes. On XLA:CPU `feature_group_count` is 30-80x slower than other
   frameworks' depthwise kernels; this form is several times faster there
   (measured in shared/DESIGN.md and docs/PERFORMANCE.md).
+- 'native' (`xception_jax.native.depthwise_conv_native`, when its C++ library is
+  built): the same custom VJP with the forward, input gradient and kernel gradient
+  done by a C++ kernel registered with XLA through `jax.ffi`; float32 on CPU
+  (other dtypes take the shift form). `auto` picks it on CPU when it loaded.
 
-Both take NHWC inputs, stride 1, 'SAME' padding with odd kernel sizes and a kernel
+All take NHWC inputs, stride 1, 'SAME' padding with odd kernel sizes and a kernel
 `dilation` (atrous convolution, DeepLab's "output stride": the taps sit `dilation`
 pixels apart and the input is padded by dilation * (k // 2) on each side; the
 shift-and-multiply form simply shifts further). They are tested against each other,
@@ -28,6 +32,8 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from xception_jax import native as _native
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
@@ -133,17 +139,29 @@ DEPTHWISE_IMPLEMENTATIONS = {
     "feature_group": depthwise_conv_feature_group,
     "shift": depthwise_conv_shift,
 }
+# The native CPU kernel, when its library is built and loads (else one warning line
+# at import says why and how to build it).
+if _native.available():
+  DEPTHWISE_IMPLEMENTATIONS["native"] = _native.depthwise_conv_native
 
 
 @functools.cache
 def _cpu_default() -> str:
-  return "shift" if jax.default_backend() == "cpu" else "feature_group"
+  if jax.default_backend() != "cpu":
+    return "feature_group"
+  return "native" if "native" in DEPTHWISE_IMPLEMENTATIONS else "shift"
 
 
 def resolve_depthwise_impl(name: str) -> str:
-  """Maps 'auto' to the fast choice for the default backend; validates the name."""
+  """Maps 'auto' to the fast choice for the default backend; validates the name.
+
+  'auto': 'feature_group' on GPU/TPU; on CPU 'native' when its library loaded (it
+  computes float32 itself and hands other dtypes to 'shift'), else 'shift'.
+  """
   if name == "auto":
     return _cpu_default()
+  if name == "native" and name not in DEPTHWISE_IMPLEMENTATIONS:
+    raise ValueError(f"depthwise_impl 'native' is unavailable: {_native.unavailable_reason()}")
   if name not in DEPTHWISE_IMPLEMENTATIONS:
     raise ValueError(
         f"depthwise_impl must be one of {sorted(DEPTHWISE_IMPLEMENTATIONS) + ['auto']}; "

@@ -80,8 +80,8 @@ class SpatialConv(nn.Module):
   `dilation` spaces the taps (atrous convolution) and `strides` keeps every s-th
   output position; both pad symmetrically by dilation * (k // 2), PyTorch's (and
   timm's) padding for odd kernels, so a strided output is exactly the stride-1 output
-  at positions 0, s, 2s, ... The shift-and-multiply depthwise form computes it that
-  way; the others pass the stride to `lax.conv_general_dilated`.
+  at positions 0, s, 2s, ... The shift-and-multiply and native depthwise forms
+  compute it that way; the others pass the stride to `lax.conv_general_dilated`.
   """
   kernel_size: int = 3
   segments: Optional[int] = None
@@ -105,7 +105,7 @@ class SpatialConv(nn.Module):
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     if segments == channels:
       impl = depthwise.resolve_depthwise_impl(self.depthwise_impl)
-      if s == 1 or impl == "shift":
+      if s == 1 or impl in ("shift", "native"):
         y = depthwise.DEPTHWISE_IMPLEMENTATIONS[impl](x, kernel, d)
         return y[:, ::s, ::s, :] if s > 1 else y
     padding = "SAME" if s == d == 1 else depthwise.same_padding((k, k), d)
