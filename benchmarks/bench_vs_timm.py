@@ -29,6 +29,7 @@ the install command and exits with status 2.
 """
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import sys
@@ -39,6 +40,9 @@ INSTALL = ("pip install torch==2.14.1 torchvision==0.29.1 && "
 
 from absl import app, flags  # pylint: disable=wrong-import-position
 
+flags.DEFINE_bool("before", False,
+                  "Also time 'ours before': the model as it was before issue 19's layers "
+                  "(depthwise shift, flax BatchNorm, XLA max-pool), in the same rounds.")
 flags.DEFINE_list("impls", ["shift", "feature_group"],
                   "Our depthwise implementations ('all': every registered one).")
 flags.DEFINE_list("targets", ["train:150", "train:299", "eval:299"], "MODE:IMAGE_SIZE list.")
@@ -163,7 +167,15 @@ def main(argv):
     config.num_classes = FLAGS.num_classes
     config.model.dtype = FLAGS.dtype
     config.num_devices = 1
-    runners = {f"ours {impl}": step_timing.StepRunner(config, mode, impl) for impl in impls}
+    runners = {}
+    if FLAGS.before:
+      before = copy.deepcopy(config)
+      with before.unlocked():
+        before.model.bn_impl, before.model.max_pool_impl = "flax", "xla"
+      runners["ours before (shift, flax BN, xla pool)"] = step_timing.StepRunner(
+          before, mode, "shift")
+    runners.update({f"ours {impl}": step_timing.StepRunner(config, mode, impl)
+                    for impl in impls})
     print(f"timm {mode} step at {size}: first step ...", file=sys.stderr, flush=True)
     runners["timm legacy_xception"] = TimmRunner(torch, timm, mode, size)
     for runner in runners.values():
