@@ -21,6 +21,7 @@ def _shortened(data_dir, steps):
   return config
 
 
+@pytest.mark.slow  # ~100 s on 2 cores: the default suite's largest single test.
 def test_shortened_demo_beats_random_scores(tmp_path):
   results = train.train_and_evaluate(_shortened(tmp_path / "tfds", 300), str(tmp_path / "run"))
   chance = results["eval_map_at_100_random_scores"]

@@ -147,6 +147,7 @@ def tiny_models():
           Xception(**kwargs, bn_impl="fused", max_pool_impl="shift"))
 
 
+@pytest.mark.slow  # A whole model's gradient; the layers' own tests above stay default.
 def test_xception_training_step_same_with_fast_layers(tiny_models):
   reference, fast = tiny_models
   rng = np.random.default_rng(4)
