@@ -294,6 +294,18 @@ def _set(tree: dict, path: Sequence[str], value: Any) -> None:
   tree[path[-1]] = value
 
 
+def _check_filled(abstract: Any, variables: Any) -> None:
+  """Every Flax variable of the model's structure must have been filled, no more, no less."""
+  expected_paths = {jax.tree_util.keystr(k) for k, _ in
+                    jax.tree_util.tree_leaves_with_path(abstract)}
+  filled_paths = {jax.tree_util.keystr(k) for k, _ in
+                  jax.tree_util.tree_leaves_with_path(variables)}
+  if expected_paths != filled_paths:
+    raise KerasFileError(
+        f"conversion left Flax variables unfilled {sorted(expected_paths - filled_paths)[:5]}"
+        f" or filled unknown ones {sorted(filled_paths - expected_paths)[:5]}.")
+
+
 def _match(layers: list[_FileLayer], include_top: Optional[bool],
            description: str) -> tuple[dict[str, _FileLayer], bool, int]:
   """Assigns file layers to Xception's Keras layers; returns (by keras_name, top, classes)."""
@@ -432,13 +444,5 @@ def _convert_xception(layers: list[_FileLayer], description: str,
       if spec.kind == "separable" and index == 0:
         array = np.transpose(array, (0, 1, 3, 2))
       _set(variables, full_path, jnp.asarray(array, dtype=target.dtype))
-  # Every Flax variable must have been filled, no more, no less.
-  expected_paths = {jax.tree_util.keystr(k) for k, _ in
-                    jax.tree_util.tree_leaves_with_path(abstract)}
-  filled_paths = {jax.tree_util.keystr(k) for k, _ in
-                  jax.tree_util.tree_leaves_with_path(variables)}
-  if expected_paths != filled_paths:
-    raise KerasFileError(
-        f"conversion left Flax variables unfilled {sorted(expected_paths - filled_paths)[:5]}"
-        f" or filled unknown ones {sorted(filled_paths - expected_paths)[:5]}.")
+  _check_filled(abstract, variables)
   return model, variables

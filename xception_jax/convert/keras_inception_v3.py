@@ -33,8 +33,8 @@ from typing import Any, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from xception_jax.convert.keras import (KERAS_HEAD, KerasFileError, _FileLayer, _get,
-                                        _set)
+from xception_jax.convert.keras import (KERAS_HEAD, KerasFileError, _check_filled,
+                                        _FileLayer, _get, _set)
 from xception_jax.models import factory
 from xception_jax.models.inception_v3 import KERAS_ORDER, MIN_IMAGE_SIZE, InceptionV3
 
@@ -161,14 +161,7 @@ def convert(layers: list[_FileLayer], description: str, include_top: Optional[bo
             f"(file layer {layer.source!r}) weight {weight} has shape {array.shape}, "
             f"expected {expected} (Flax {'/'.join(full_path)}).")
       _set(variables, full_path, jnp.asarray(array, dtype=target.dtype))
-  expected_paths = {jax.tree_util.keystr(k) for k, _ in
-                    jax.tree_util.tree_leaves_with_path(abstract)}
-  filled_paths = {jax.tree_util.keystr(k) for k, _ in
-                  jax.tree_util.tree_leaves_with_path(variables)}
-  if expected_paths != filled_paths:
-    raise KerasFileError(
-        f"conversion left Flax variables unfilled {sorted(expected_paths - filled_paths)[:5]}"
-        f" or filled unknown ones {sorted(filled_paths - expected_paths)[:5]}.")
+  _check_filled(abstract, variables)
   return model, variables
 
 
