@@ -1,6 +1,7 @@
 """The train stream against the previous tf.data pipeline, side by side.
 
   python benchmarks/bench_train_stream.py throughput [--baseline REF] [--records 512]
+                                                    [--repeats 2] [--batches 24]
   python benchmarks/bench_train_stream.py resume [--baseline REF] [--records 50000]
 
 Both run the public entry point `input_pipeline.create_datasets(config, 0, 1,
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,7 +178,7 @@ def main(argv=None) -> None:
       tfr, ar = _corpus(os.path.join(tmp, "data"), records, None, 20)
       print(f"corpus: {records} records (64 distinct 500x375 JPEGs) in 8 shards, "
             f"written in {time.perf_counter() - start:.0f} s", flush=True)
-      kw = dict(image_size=299, batch_size=32, batches=24, warmup=4)
+      kw = dict(image_size=299, batch_size=32, batches=args.batches or 24, warmup=4)
       runs = {"old, TFRecord": (old, tfr), "new, TFRecord": (ROOT, tfr),
               "new, ArrayRecord": (ROOT, ar)}
       rates = {name: [] for name in runs}
@@ -184,10 +186,16 @@ def main(argv=None) -> None:
         for name, (root, files) in runs.items():
           rates[name].append(_measure(root, files, "throughput", **kw)["images_per_s"])
           print(f"  {name:18s} {rates[name][-1]:7.1f} images/s", flush=True)
-      base = max(rates["old, TFRecord"])
-      print("\nbest of runs (images/s at 299, batch 32, all cores):")
+      base = rates["old, TFRecord"]
+      print(f"\nimages/s at 299, batch 32, all cores, over {args.repeats} rounds:")
+      print(f"  {'':18s} {'best':>7s} {'median':>7s}   ratio to old: best, median, "
+            "per round (min-max)")
       for name, values in rates.items():
-        print(f"  {name:18s} {max(values):7.1f}   ratio to old {max(values) / base:.2f}")
+        rounds = [v / b for v, b in zip(values, base)]
+        print(f"  {name:18s} {max(values):7.1f} {statistics.median(values):7.1f}   "
+              f"{max(values) / max(base):.2f}, "
+              f"{statistics.median(values) / statistics.median(base):.2f}, "
+              f"{min(rounds):.2f}-{max(rounds):.2f}")
     else:
       records = args.records or 50_000
       tfr, ar = _corpus(os.path.join(tmp, "data"), records, 32, 20)

@@ -87,7 +87,7 @@ def value_table(spec: SegmentationSpec, num_classes: int) -> np.ndarray:
   return table
 
 
-class SegmentationSource(sources.Source):
+class SegmentationSource(sources.ReaderSource):
   """Random access to the records of a prepared tfds segmentation dataset's train
   and eval splits (raw serialised examples, deserialised by `decode`)."""
 
@@ -118,15 +118,6 @@ class SegmentationSource(sources.Source):
     self._readers = {"train": sources.open_tfds_split(builder, name, splits["train"])}
     if splits.get("eval"):
       self._readers["eval"] = sources.open_tfds_split(builder, name, splits["eval"])
-
-  def has_eval(self) -> bool:
-    return "eval" in self._readers
-
-  def num_examples(self, role: str) -> int:
-    return len(self._readers[role])
-
-  def lookup(self, role: str):
-    return sources.python_lookup(self._readers[role])
 
   def decode(self, record: tf.Tensor) -> dict[str, tf.Tensor]:
     """A serialised record -> decoded image (uint8 [h, w, 3]) and stored mask

@@ -1,8 +1,10 @@
 """Where examples come from: tfds datasets, image folders, TFRecord/ArrayRecord shards.
 
 A `Source` turns `config.dataset` into random access to the *records* of a split:
-`source.lookup(role)` maps a record id (int64 scalar tensor, 0 <= id < N, the
-split's stored order) to the still-encoded record, inside a tf.data map.
+`source.lookup(role)` maps a vector of record ids (int64 [n], 0 <= id < N, the
+split's stored order) to their still-encoded records ([n] leading dimension),
+inside a tf.data map over chunks of ids (one Python call per chunk, not per record:
+`LOOKUP_CHUNK`).
 `Source.parse` (run in the same map, where bad data is caught) turns a record into
 `{"image": encoded bytes, "label": int64 []}` (single-label) or
 `{"image": encoded bytes, "labels": int64 [n]}` (multi-label).
@@ -128,18 +130,56 @@ def share_bounds(num_examples: int, process_index: int,
   return start, start + base + (1 if process_index < extra else 0)
 
 
+# Record ids read per lookup call. A reader backed by Python takes the GIL and
+# crosses into Python once per call; per record, that cost the parallel decoders
+# 10% of their throughput (docs/PERFORMANCE.md, "Train stream").
+LOOKUP_CHUNK = 32
+
+
 def python_lookup(reader) -> Callable[[tf.Tensor], tf.Tensor]:
-  """A graph function id -> record bytes that calls `reader[id]` in Python."""
+  """A graph function: record ids (int64 [n]) -> their bytes (string [n]), read by
+  `reader` (`len`, `reader[i]`) in one Python call.
 
-  def fetch(i):
-    return reader[int(i)]
+  A record that cannot be read comes back empty (b""), which fails to parse: it is
+  skipped like an undecodable one, without failing the other records of its call.
+  """
 
-  def lookup(record_id):
-    record = tf.numpy_function(fetch, [record_id], tf.string, stateful=False)
-    record.set_shape([])
-    return record
+  def read(i: int) -> bytes:
+    try:
+      return reader[i]
+    except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, IndexError) and not 0 <= i < len(reader):
+        raise  # A bug, not bad data.
+      logging.log_every_n_seconds(
+          logging.WARNING, "Record %d could not be read (%s: %s); it is skipped.",
+          60, i, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+      return b""
+
+  def fetch(ids):
+    records = np.empty([len(ids)], dtype=object)
+    records[:] = [read(int(i)) for i in ids]
+    return records
+
+  def lookup(record_ids):
+    records = tf.numpy_function(fetch, [record_ids], tf.string, stateful=False)
+    records.set_shape(record_ids.shape)
+    return records
 
   return lookup
+
+
+def lookup_one(lookup: Callable, record_id: tf.Tensor) -> Any:
+  """The record of one id (int64 scalar) through a vector `lookup`."""
+  records = lookup(tf.reshape(tf.cast(record_id, tf.int64), [1]))
+  return tf.nest.map_structure(lambda t: t[0], records)
+
+
+def chunked_lookup(ids: tf.data.Dataset, lookup: Callable) -> tf.data.Dataset:
+  """A dataset of record ids (int64 scalars) -> (id, record) pairs in the same
+  order, looked up LOOKUP_CHUNK ids at a time."""
+  return ids.batch(LOOKUP_CHUNK).map(
+      lambda chunk: (chunk, lookup(chunk)), num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True).unbatch()
 
 
 class Source:
@@ -158,7 +198,8 @@ class Source:
     raise NotImplementedError
 
   def lookup(self, role: str) -> Callable[[tf.Tensor], Any]:
-    """A graph function: record id (int64 scalar) -> the still-encoded record."""
+    """A graph function: record ids (int64 [n]) -> their still-encoded records
+    (a string [n] tensor, or a dict of [n]-leading tensors)."""
     raise NotImplementedError
 
   def records(self, role: str, process_index: int = 0, process_count: int = 1,
@@ -171,10 +212,8 @@ class Source:
     del ordered
     start, end = share_bounds(self.num_examples(role), process_index,
                               process_count)
-    ds = tf.data.Dataset.range(start, end).map(
-        self.lookup(role), num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True)
-    return ds, end - start
+    ds = chunked_lookup(tf.data.Dataset.range(start, end), self.lookup(role))
+    return ds.map(lambda record_id, record: record), end - start
 
   def parse(self, record: Any) -> dict[str, tf.Tensor]:
     return record
@@ -183,11 +222,27 @@ class Source:
     return None
 
 
+class ReaderSource(Source):
+  """A Source whose splits are record readers (`len`, `reader[i]` -> bytes) in
+  `self._readers` by role ("train", and "eval" when configured)."""
+
+  _readers: dict[str, Any]
+
+  def has_eval(self):
+    return "eval" in self._readers
+
+  def num_examples(self, role):
+    return len(self._readers[role])
+
+  def lookup(self, role):
+    return python_lookup(self._readers[role])
+
+
 # ----------------------------------------------------------------------------
 # tfds builders (incl. the embedded dataset).
 
 
-class TfdsSource(Source):
+class TfdsSource(ReaderSource):
   """Any prepared tfds image dataset, single- or multi-label."""
 
   def __init__(self, builder: tfds.core.DatasetBuilder, name: str, task: str,
@@ -248,15 +303,6 @@ class TfdsSource(Source):
     self._readers = {"train": open_tfds_split(builder, name, splits["train"])}
     if splits.get("eval"):
       self._readers["eval"] = open_tfds_split(builder, name, splits["eval"])
-
-  def has_eval(self):
-    return "eval" in self._readers
-
-  def num_examples(self, role):
-    return len(self._readers[role])
-
-  def lookup(self, role):
-    return python_lookup(self._readers[role])
 
   def parse(self, record):
     record = self._features.deserialize_example(
@@ -368,15 +414,19 @@ class FolderSource(Source):
   def lookup(self, role):
     paths = tf.constant(self._paths[role], tf.string)
     labels = tf.constant(self._labels[role], tf.int64)
-    return lambda i: {"image": tf.io.read_file(tf.gather(paths, i)),
-                      "label": tf.gather(labels, i)}
+    return lambda ids: {"path": tf.gather(paths, ids),
+                        "label": tf.gather(labels, ids)}
+
+  def parse(self, record):
+    # The file is read here, per example, where a missing one is caught.
+    return {"image": tf.io.read_file(record["path"]), "label": record["label"]}
 
 
 # ----------------------------------------------------------------------------
 # TFRecord shards in the project's multi-label format.
 
 
-class TfrecordSource(Source):
+class TfrecordSource(ReaderSource):
   """tf.train.Example shards (input_pipeline/tfrecord_format.py), as TFRecord
   files (read through a record-offset index) or ArrayRecord files (converted by
   `python -m input_pipeline.convert_tfrecords`)."""
@@ -405,15 +455,6 @@ class TfrecordSource(Source):
           "input_pipeline.convert_tfrecords, or fix the glob.")
     return record_readers.open_records(
         [record_readers.FileSpan(f) for f in files])
-
-  def has_eval(self):
-    return "eval" in self._readers
-
-  def num_examples(self, role):
-    return len(self._readers[role])
-
-  def lookup(self, role):
-    return python_lookup(self._readers[role])
 
   def parse(self, record):
     return tfrecord_format.parse_example(record)

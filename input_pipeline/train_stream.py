@@ -38,8 +38,14 @@ step (cheap, as above). Errors whose message holds one of `clear_errors` (a labe
 id out of range, a mask of another size than its image) are bad data that must be
 fixed, not skipped: they are raised as a one-line ValueError. Raise them in
 `label_fn`, which runs after the filter: the filter drops an error raised in
-`augment` silently, and a split where every record fails never yields a batch
-(segmentation therefore checks its masks in `label_fn`).
+`augment` silently, as a skip (segmentation therefore checks its masks in
+`label_fn`). A stream whose reads run far ahead of the last delivered batch (every
+record since failed: a dataset in another format than configured) ends with a
+RuntimeError instead of reading forever.
+
+Reading. Record ids are looked up a chunk at a time (sources.LOOKUP_CHUNK ids per
+call of the source's vector lookup), then each record is parsed and augmented in a
+parallel map: one Python call per chunk, not per record.
 
 Exit. Records are read by Python (sources.python_lookup) inside tf.data's threads. A
 tf.data iterator still running when the interpreter shuts down waits for those
@@ -51,6 +57,7 @@ a minimal repro, TensorFlow 2.21). Every TrainStream therefore drops its iterato
 from __future__ import annotations
 
 import atexit
+import os
 from typing import Callable, Iterator
 import weakref
 
@@ -58,8 +65,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import sources
+
 # How many following records a substitute search tries before giving up.
 MAX_SUBSTITUTE_TRIES = 1000
+_CORES = os.cpu_count() or 1
 _DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
 # The default `clear_errors`: preprocessing.single_label's and multi_hot's messages
 # (a label id out of range) start with it.
@@ -73,21 +83,32 @@ def global_position(local_position, process_index: int, local_batch: int,
           + process_index * local_batch + local_position % local_batch)
 
 
+# The constant `tf.random.experimental.index_shuffle` puts before a [2] seed to make
+# its kernel's [3] seed. That wrapper pads the wrong axis of an [n, 2] seed, so the
+# vector form below builds the [n, 3] seeds itself (bit-equal, per element, to the
+# scalar form: tests/test_input_pipeline_train_stream.py).
+_INDEX_SHUFFLE_PAD = 498247692
+
+
 def permutation(rank, epoch, num_examples: int, seed: int,
                 shuffle: bool) -> tf.Tensor:
-  """permutation_epoch(rank): the record id at `rank` (any shape) of an epoch."""
+  """permutation_epoch(rank): the record id at `rank` of an epoch. `rank` and
+  `epoch` are int64 scalars or vectors of one length (one epoch per rank)."""
   rank = tf.cast(rank, tf.int64)
   if not shuffle or num_examples == 1:
     return rank
-  return tf.random.experimental.index_shuffle(
-      rank, tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]),
-      tf.constant(num_examples - 1, tf.int64))
+  epoch = tf.cast(epoch, tf.int64) + tf.zeros_like(rank)
+  seeds = tf.stack([tf.fill(tf.shape(epoch), tf.constant(_INDEX_SHUFFLE_PAD, tf.int64)),
+                    tf.fill(tf.shape(epoch), tf.constant(seed, tf.int64)), epoch], -1)
+  return tf.raw_ops.RandomIndexShuffle(
+      index=rank, seed=seeds, max_index=tf.constant(num_examples - 1, tf.int64),
+      rounds=4)
 
 
 def record_id(position: tf.Tensor, offset: tf.Tensor, num_examples: int,
               seed: int, shuffle: bool) -> tf.Tensor:
-  """The record shown at global position g (a scalar), or `offset` ranks after
-  it in the same epoch (wrapping around)."""
+  """The record shown at global position g (a scalar or a vector), or `offset`
+  ranks after it in the same epoch (wrapping around)."""
   position = tf.cast(position, tf.int64)
   epoch = position // num_examples
   rank = (position % num_examples + tf.cast(offset, tf.int64)) % num_examples
@@ -144,7 +165,11 @@ class TrainStream:
     """Parsed, augmented example for global position g from record `offset`
     ranks after its own (0: its own record)."""
     rid = record_id(position, offset, self._n, self._seed, self._shuffle)
-    example = dict(self._parse(self._lookup(rid)))
+    return self._decode(position, sources.lookup_one(self._lookup, rid))
+
+  def _decode(self, position: tf.Tensor, record) -> dict:
+    """The parsed example of `record`, augmented with the seed of position g."""
+    example = dict(self._parse(record))
     seed = tf.stack([tf.constant(self._seed, tf.int64),
                      tf.cast(position, tf.int64)])
     return dict(self._augment(example, seed))
@@ -152,12 +177,25 @@ class TrainStream:
   def _dataset(self, start: int) -> tf.data.Dataset:
     p, b, count = self._p, self._b, self._count
 
-    def at(q):
-      example = self.example(global_position(q, p, b, count),
-                             tf.constant(0, tf.int64))
+    def ids(q):
+      g = global_position(q, p, b, count)
+      return record_id(g, tf.zeros_like(g), self._n, self._seed, self._shuffle)
+
+    def at(q, record):
+      example = self._decode(global_position(q, p, b, count), record)
       return dict(example, _position=q)
 
-    ds = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
+    def reading_near(chunk):  # See _READ_AHEAD below: ends a stalled stream.
+      near = tf.numpy_function(self._reading_near, [chunk[0]], tf.bool)
+      near.set_shape([])
+      return near
+
+    # Local positions -> their record ids -> records, read a chunk at a time
+    # (sources.LOOKUP_CHUNK) -> each decoded and augmented in parallel.
+    positions = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
+    ds = positions.batch(sources.LOOKUP_CHUNK).take_while(reading_near).map(
+        lambda qs: (qs, self._lookup(ids(qs))),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     ds = ds.map(at, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors()  # Undecodable: a missing position, filled below.
     ds = ds.map(self._label_fn, num_parallel_calls=tf.data.AUTOTUNE,
@@ -170,10 +208,27 @@ class TrainStream:
   def __iter__(self):
     return self
 
+  def _reading_near(self, first: np.int64) -> np.bool_:
+    """Whether a chunk starting at local position `first` is within the read-ahead
+    of the next position to deliver. tf.data buffers at most a few batches and a
+    few chunks per core ahead of it (_READ_AHEAD is 4x that, plus
+    MAX_SUBSTITUTE_TRIES); reading further means every record since then failed."""
+    limit = MAX_SUBSTITUTE_TRIES + 4 * (self._prefetch + 2 + _CORES) * (
+        self._b + sources.LOOKUP_CHUNK)
+    return np.bool_(first - self._next < limit)
+
   def __next__(self) -> dict[str, np.ndarray]:
     if self._iterator is None:
       self._iterator = self._dataset(self._next).as_numpy_iterator()
-    batch = _next_or_clear_error(self._iterator, self._clear_errors)
+    try:
+      batch = _next_or_clear_error(self._iterator, self._clear_errors)
+    except StopIteration:  # Only the read-ahead guard ends the infinite stream.
+      self._iterator = None
+      g = int(global_position(self._next, self._p, self._b, self._count))
+      raise RuntimeError(
+          f"Train input: no record decoded in the stream from global position {g} "
+          "on (every record read since failed to parse or decode); is the dataset "
+          "in the format config.dataset says?") from None
     positions = batch.pop("_position")
     first, end = self._next, self._next + self._b
     self._next = end
@@ -205,7 +260,7 @@ class TrainStream:
         example = self._eager_example(tf.constant(g, tf.int64),
                                       tf.constant(offset, tf.int64))
       except _DECODE_ERRORS as e:
-        _raise_if_clear(e, self._clear_errors)
+        raise_if_clear(e, self._clear_errors)
         if offset == 0:
           self._on_skip(g)  # Its own record is undecodable (counted once).
         continue
@@ -229,7 +284,7 @@ def _close_open_streams() -> None:
     stream.close()
 
 
-def _raise_if_clear(e: tf.errors.OpError, markers: tuple[str, ...]) -> None:
+def raise_if_clear(e: tf.errors.OpError, markers: tuple[str, ...]) -> None:
   """Raises ValueError(the message's line from the first marker on), if any."""
   message = str(e)
   for marker in markers:
@@ -242,7 +297,7 @@ def _next_or_clear_error(iterator, markers: tuple[str, ...]):
   try:
     return next(iterator)
   except tf.errors.InvalidArgumentError as e:
-    _raise_if_clear(e, markers)
+    raise_if_clear(e, markers)
     raise
 
 

@@ -245,3 +245,29 @@ def test_open_images_keeps_confident_labels_only():
                                    as_data_source_fn=as_data_source)
   assert source.num_classes == 19995
   assert [p["labels"].tolist() for p in parsed] == [[5, 9], []]
+
+
+class _FlakyReader:
+  """Records b"r<i>"; record 3 cannot be read."""
+
+  def __len__(self):
+    return 6
+
+  def __getitem__(self, i):
+    if not 0 <= i < 6:
+      raise IndexError(i)
+    if i == 3:
+      raise OSError("Input/output error")
+    return b"r%d" % i
+
+
+def test_python_lookup_reads_a_chunk_and_empties_an_unreadable_record():
+  lookup = sources.python_lookup(_FlakyReader())
+  got = lookup(tf.constant([5, 3, 0, 5], tf.int64)).numpy().tolist()
+  assert got == [b"r5", b"", b"r0", b"r5"]
+  assert sources.lookup_one(lookup, tf.constant(2, tf.int64)).numpy() == b"r2"
+  pairs = list(sources.chunked_lookup(tf.data.Dataset.range(6),
+                                      lookup).as_numpy_iterator())
+  assert pairs == [(i, b"" if i == 3 else b"r%d" % i) for i in range(6)]
+  with pytest.raises((IndexError, tf.errors.OpError)):  # Out of range: a bug.
+    lookup(tf.constant([6], tf.int64))

@@ -75,6 +75,20 @@ def test_record_ids_permute_each_epoch(n, seed, epoch):
     assert train_stream.record_id(g, 3, n, seed, True) == ids[(k + 3) % n]
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 3000), st.integers(0, 2**31 - 1), st.integers(0, 50))
+def test_vector_record_ids_equal_tf_index_shuffle(n, seed, epoch):
+  # The stream looks ids up a chunk at a time, across epoch boundaries; the
+  # reference is TensorFlow's public scalar index_shuffle, one position at a time.
+  positions = np.arange(epoch * n + n - 5, epoch * n + n + 5, dtype=np.int64)
+  got = train_stream.record_id(tf.constant(positions), tf.zeros([10], tf.int64),
+                               n, seed, True).numpy()
+  want = [int(tf.random.experimental.index_shuffle(
+      tf.constant(g % n, tf.int64), tf.constant([seed, g // n], tf.int64),
+      tf.constant(n - 1, tf.int64))) for g in positions]
+  np.testing.assert_array_equal(got, want)
+
+
 def test_global_position_of_local_rows():
   # Brute force: lay the global batches out and cut each into P row blocks.
   for count, local in ((1, 8), (2, 4), (4, 2)):
@@ -192,3 +206,15 @@ def test_exit_hook_stops_readers_and_the_stream_continues(data_dir):
   assert stream._iterator is None
   seen += list(itertools.islice(bundle.train, 3))
   _assert_batches_equal(seen, full)
+
+
+def test_a_split_where_nothing_decodes_raises(tmp_path):
+  records = [tfrecord_format.serialize_example(b"not an image %d" % i, [i % 12])
+             for i in range(40)]
+  tfrecord_format.write_raw_records(str(tmp_path / "bad-00000-of-00001.tfrecord"),
+                                    records)
+  bundle = input_pipeline.create_datasets(
+      _corrupt_config(f"{tmp_path}/bad-*.tfrecord"), 0, 1)
+  with pytest.raises(RuntimeError, match="no record decoded in the stream from "
+                     "global position 0 on"):
+    next(bundle.train)
