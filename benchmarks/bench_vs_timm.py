@@ -105,12 +105,8 @@ class TimmRunner:
       torch.cuda.synchronize()
 
   def time_steps(self, n: int) -> list[float]:
-    seconds = []
-    for _ in range(n):
-      start = time.perf_counter()
-      self.run()
-      seconds.append(time.perf_counter() - start)
-    return seconds
+    from xception_jax import step_timing  # pylint: disable=import-outside-toplevel
+    return step_timing.time_calls(self.run, n)
 
 
 def _import_torch():

@@ -92,7 +92,8 @@ def _tf_options(config) -> tf.data.Options:
   return options
 
 
-class _Counters:
+class Counters:
+  """Undecodable images skipped: in the train stream, and by the eval passes."""
 
   def __init__(self):
     self.train = 0
@@ -102,14 +103,6 @@ class _Counters:
   def as_dict(self) -> dict[str, int]:
     return {"train": self.train, "eval_last_pass": self.eval_last_pass,
             "eval_total": self.eval_total}
-
-
-def _raise_clear(e: tf.errors.InvalidArgumentError):
-  if "Label id out of range" in str(e):
-    message = str(e)
-    start = message.find("Label id out of range")
-    raise ValueError(message[start:].splitlines()[0]) from e
-  raise e
 
 
 def create_datasets(config, process_index: int | None = None,
@@ -157,7 +150,7 @@ def create_datasets(config, process_index: int | None = None,
         f"Class weights have {class_weights.shape[0]} entries, expected "
         f"num_classes = {num_classes} (one weight per line).")
 
-  counters = _Counters()
+  counters = Counters()
   options = _tf_options(config)
   label_fn = _label_fn(source.task, num_classes)
   image_size = int(defaults.get(config, "image_size"))
@@ -214,9 +207,10 @@ def create_datasets(config, process_index: int | None = None,
   def eval_batches() -> Iterator[dict[str, np.ndarray]]:
     if eval_ds is None:
       return iter(())
-    return _eval_pass(eval_ds, num_eval_batches, eval_b, n_eval_local,
-                      image_size, num_classes, source.task, counters,
-                      process_index)
+    return eval_pass(
+        eval_ds, num_eval_batches, eval_b, n_eval_local,
+        lambda rows: _padding(rows, image_size, num_classes, source.task),
+        counters, process_index)
 
   return DataBundle(
       train=train,
@@ -256,8 +250,16 @@ def _padding(rows: int, image_size: int, num_classes: int, task: str):
   }
 
 
-def _eval_pass(dataset, num_batches, batch_size, expected, image_size,
-               num_classes, task, counters, process_index):
+def eval_pass(dataset: tf.data.Dataset, num_batches: int, batch_size: int,
+              expected: int, padding: Callable[[int], dict[str, np.ndarray]],
+              counters: Counters, process_index: int,
+              clear_errors: tuple[str, ...] = (train_stream.LABEL_ERROR,),
+              what: str = "Eval pass") -> Iterator[dict[str, np.ndarray]]:
+  """One pass over a process's eval share: exactly `num_batches` batches of
+  `batch_size` rows, with `mask` (1 real, 0 padding) and int64 `index`; the tail
+  and any missing batches are `padding(rows)`. Counts the examples dropped as
+  undecodable (`expected` less those seen) into `counters`; raises errors holding
+  one of `clear_errors` as a one-line ValueError."""
   real = 0
   yielded = 0
   iterator = dataset.as_numpy_iterator()
@@ -267,7 +269,8 @@ def _eval_pass(dataset, num_batches, batch_size, expected, image_size,
     except StopIteration:
       break
     except tf.errors.InvalidArgumentError as e:
-      _raise_clear(e)
+      train_stream.raise_if_clear(e, clear_errors)
+      raise
     rows = len(batch["index"])
     real += rows
     if yielded >= num_batches:
@@ -279,16 +282,16 @@ def _eval_pass(dataset, num_batches, batch_size, expected, image_size,
     batch["mask"] = np.ones([rows], np.float32)
     batch["index"] = batch["index"].astype(np.int64)
     if rows < batch_size:
-      pad = _padding(batch_size - rows, image_size, num_classes, task)
+      pad = padding(batch_size - rows)
       batch = {k: np.concatenate([batch[k], pad[k]]) for k in pad}
     yielded += 1
     yield batch
   while yielded < num_batches:
     yielded += 1
-    yield _padding(batch_size, image_size, num_classes, task)
+    yield padding(batch_size)
   skipped = max(expected - real, 0)
   counters.eval_last_pass = skipped
   counters.eval_total += skipped
   log = logging.warning if skipped else logging.info
-  log("Eval pass (process %d): %d examples, %d undecodable image(s) skipped, "
-      "%d batches.", process_index, real, skipped, num_batches)
+  log("%s (process %d): %d examples, %d undecodable image(s) skipped, "
+      "%d batches.", what, process_index, real, skipped, num_batches)

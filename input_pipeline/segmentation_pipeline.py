@@ -101,27 +101,8 @@ class SegmentationDataBundle(pipeline.DataBundle):
   eval_image_size: int
 
 
-class _Counters:
-
-  def __init__(self):
-    self.train = self.eval_last_pass = self.eval_total = 0
-
-  def as_dict(self) -> dict[str, int]:
-    return {"train": self.train, "eval_last_pass": self.eval_last_pass,
-            "eval_total": self.eval_total}
-
-
 # Data errors that are raised, not skipped.
 _CLEAR_ERRORS = (segmentation_sources.LABEL_ERROR, segmentation_sources.SIZE_ERROR)
-
-
-def _raise_clear(e: tf.errors.InvalidArgumentError):
-  message = str(e)
-  for marker in _CLEAR_ERRORS:
-    start = message.find(marker)
-    if start >= 0:
-      raise ValueError(message[start:].splitlines()[0]) from e
-  raise e
 
 
 def create_segmentation_datasets(config, process_index: int | None = None,
@@ -159,7 +140,7 @@ def create_segmentation_datasets(config, process_index: int | None = None,
 
   source = segmentation_sources.open_source(config, lambda key: get(config, key))
   segmentation_sources.check_num_classes(source, get(config, "num_classes"))
-  counters = _Counters()
+  counters = pipeline.Counters()
   options = pipeline._tf_options(config)  # pylint: disable=protected-access
   prefetch = int(get(config, "prefetch_batches"))
   cache = bool(get(config, "cache"))
@@ -216,8 +197,9 @@ def create_segmentation_datasets(config, process_index: int | None = None,
   def eval_batches() -> Iterator[dict[str, np.ndarray]]:
     if eval_ds is None:
       return iter(())
-    return _eval_pass(eval_ds, num_eval_batches, eval_b, n_eval_local, eval_size, counters,
-                      process_index)
+    return pipeline.eval_pass(eval_ds, num_eval_batches, eval_b, n_eval_local,
+                              lambda rows: _padding(rows, eval_size), counters,
+                              process_index, _CLEAR_ERRORS, "Segmentation eval pass")
 
   return SegmentationDataBundle(
       train=train,
@@ -243,38 +225,3 @@ def _padding(rows: int, size: int) -> dict[str, np.ndarray]:
           "size": np.zeros([rows, 2], np.int32),
           "index": np.full([rows], -1, np.int64),
           "mask": np.zeros([rows], np.float32)}
-
-
-def _eval_pass(dataset, num_batches, batch_size, expected, size, counters, process_index):
-  real = yielded = 0
-  iterator = dataset.as_numpy_iterator()
-  while True:
-    try:
-      batch = next(iterator)
-    except StopIteration:
-      break
-    except tf.errors.InvalidArgumentError as e:
-      _raise_clear(e)
-    rows = len(batch["index"])
-    real += rows
-    if yielded >= num_batches:
-      raise RuntimeError(
-          f"Process {process_index}'s eval share has more than {num_batches * batch_size} "
-          f"examples (expected {expected}); does the source ignore split slicing (e.g. "
-          "under tfds mock_data with several processes)?")
-    batch["mask"] = np.ones([rows], np.float32)
-    batch["index"] = batch["index"].astype(np.int64)
-    if rows < batch_size:
-      pad = _padding(batch_size - rows, size)
-      batch = {k: np.concatenate([batch[k], pad[k]]) for k in pad}
-    yielded += 1
-    yield batch
-  while yielded < num_batches:
-    yielded += 1
-    yield _padding(batch_size, size)
-  skipped = max(expected - real, 0)
-  counters.eval_last_pass = skipped
-  counters.eval_total += skipped
-  (logging.warning if skipped else logging.info)(
-      "Segmentation eval pass (process %d): %d examples, %d undecodable image(s) "
-      "skipped, %d batches.", process_index, real, skipped, num_batches)

@@ -16,7 +16,7 @@ import statistics
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -184,12 +184,17 @@ class StepRunner:
 
   def time_steps(self, n: int) -> list[float]:
     """Seconds of each of n steps."""
-    seconds = []
-    for _ in range(n):
-      start = time.perf_counter()
-      self.run()
-      seconds.append(time.perf_counter() - start)
-    return seconds
+    return time_calls(self.run, n)
+
+
+def time_calls(run: Callable[[], None], n: int) -> list[float]:
+  """Seconds of each of n calls of `run` (which waits for its own completion)."""
+  seconds = []
+  for _ in range(n):
+    start = time.perf_counter()
+    run()
+    seconds.append(time.perf_counter() - start)
+  return seconds
 
 
 def measure(config: ml_collections.ConfigDict, mode: str, depthwise_impl: str | None,
