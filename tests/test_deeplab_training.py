@@ -71,30 +71,11 @@ def test_init_from_refuses_a_backbone_of_another_width():
     train._merge_init_from(fresh, _random_variables(classifier)["params"], "params")
 
 
-def _shortened(data_dir, steps):
-  config = deeplab_demo.get_config()
-  config.data_dir = str(data_dir)
-  config.embedded_segmentation.num_train = 600
-  config.num_train_steps = steps
-  config.log_every_steps = 50
-  config.eval_every_steps = steps
-  config.checkpoint_every_steps = steps
-  return config
-
-
-@pytest.mark.slow  # ~3 min of 2 cores: 250 steps at 64 x 64 and two compilations
-def test_shortened_demo_beats_the_chance_level(tmp_path):
-  """250 steps reached mIoU ~0.3 against chance 0.096 (docs/TRAINING.md)."""
-  results = train.train_and_evaluate(_shortened(tmp_path / "tfds", 250), str(tmp_path / "run"))
-  chance = results["eval_mean_iou_majority_class"]
-  assert 0.05 < chance < 0.15
-  assert results["eval_mean_iou"] > chance + 0.1, results
-
-
 @pytest.mark.slow
 def test_full_demo_learns_the_embedded_data(tmp_path):
   config = deeplab_demo.get_config()
   config.data_dir = str(tmp_path / "tfds")
   results = train.train_and_evaluate(config, str(tmp_path / "run"))
   chance = results["eval_mean_iou_majority_class"]
+  assert 0.05 < chance < 0.15, results  # Background-only prediction (~0.096).
   assert results["eval_mean_iou"] > max(0.25, 2.5 * chance), results
