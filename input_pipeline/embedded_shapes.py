@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -102,32 +102,39 @@ def _validate(params: dict[str, Any]) -> None:
     raise ValueError("embedded.num_train and embedded.num_eval must be >= 1.")
 
 
-def _make_config(params: dict[str, Any]) -> EmbeddedShapesConfig:
-  _validate(params)
-  return EmbeddedShapesConfig(
-      name=config_name(params),
-      version=tfds.core.Version("1.0.0"),
-      description="Embedded shapes, " + ", ".join(
-          f"{k}={v}" for k, v in sorted(params.items())),
-      **params)
+def builder_configs(config_class, defaults: dict[str, Any], title: str,
+                    field: str) -> tuple[Callable[..., Any], Any]:
+  """(make_builder_config, the default config) for a builder config class whose
+  fields are `defaults`' keys; `field` names the config field in error messages."""
+
+  def make(params: dict[str, Any]):
+    _validate(params)
+    return config_class(
+        name=config_name(params), version=tfds.core.Version("1.0.0"),
+        description=f"{title}, " + ", ".join(
+            f"{k}={v}" for k, v in sorted(params.items())),
+        **params)
+
+  default = make(defaults)
+
+  def make_builder_config(**overrides: Any):
+    """The builder config for the given parameters (defaults for the others)."""
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+      raise ValueError(
+          f"Unknown {field} field(s) {sorted(unknown)}; known: {sorted(defaults)}.")
+    params = dict(defaults, **overrides)
+    params = {k: (float(v) if k == "zipf_exponent" else int(v))
+              for k, v in params.items()}
+    if config_name(params) == default.name:
+      return default  # tfds rejects a new object with a registered name.
+    return make(params)
+
+  return make_builder_config, default
 
 
-_DEFAULT_CONFIG = _make_config(DEFAULT_PARAMS)
-
-
-def make_builder_config(**overrides: Any) -> EmbeddedShapesConfig:
-  """The builder config for the given parameters (defaults for the others)."""
-  unknown = set(overrides) - set(DEFAULT_PARAMS)
-  if unknown:
-    raise ValueError(
-        f"Unknown embedded dataset field(s) {sorted(unknown)}; known: "
-        f"{sorted(DEFAULT_PARAMS)}.")
-  params = dict(DEFAULT_PARAMS, **overrides)
-  params = {k: (float(v) if k == "zipf_exponent" else int(v))
-            for k, v in params.items()}
-  if config_name(params) == _DEFAULT_CONFIG.name:
-    return _DEFAULT_CONFIG  # tfds rejects a new object with a registered name.
-  return _make_config(params)
+make_builder_config, _DEFAULT_CONFIG = builder_configs(
+    EmbeddedShapesConfig, DEFAULT_PARAMS, "Embedded shapes", "embedded dataset")
 
 
 def zipf_probabilities(num_classes: int, exponent: float) -> np.ndarray:

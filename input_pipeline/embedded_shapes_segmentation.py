@@ -56,32 +56,9 @@ class EmbeddedShapesSegmentationConfig(tfds.core.BuilderConfig):
   zipf_exponent: float = 0.0
 
 
-def _make_config(params: dict[str, Any]) -> EmbeddedShapesSegmentationConfig:
-  embedded_shapes._validate(params)  # pylint: disable=protected-access
-  return EmbeddedShapesSegmentationConfig(
-      name=embedded_shapes.config_name(params),
-      version=tfds.core.Version("1.0.0"),
-      description="Embedded shapes segmentation, " + ", ".join(
-          f"{k}={v}" for k, v in sorted(params.items())),
-      **params)
-
-
-_DEFAULT_CONFIG = _make_config(DEFAULT_PARAMS)
-
-
-def make_builder_config(**overrides: Any) -> EmbeddedShapesSegmentationConfig:
-  """The builder config for the given parameters (defaults for the others)."""
-  unknown = set(overrides) - set(DEFAULT_PARAMS)
-  if unknown:
-    raise ValueError(
-        f"Unknown embedded_segmentation field(s) {sorted(unknown)}; known: "
-        f"{sorted(DEFAULT_PARAMS)}.")
-  params = dict(DEFAULT_PARAMS, **overrides)
-  params = {k: (float(v) if k == "zipf_exponent" else int(v))
-            for k, v in params.items()}
-  if embedded_shapes.config_name(params) == _DEFAULT_CONFIG.name:
-    return _DEFAULT_CONFIG
-  return _make_config(params)
+make_builder_config, _DEFAULT_CONFIG = embedded_shapes.builder_configs(
+    EmbeddedShapesSegmentationConfig, DEFAULT_PARAMS, "Embedded shapes segmentation",
+    "embedded_segmentation")
 
 
 def class_names(num_classes: int) -> list[str]:
