@@ -33,8 +33,8 @@ from typing import Any, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from xception_jax.convert.keras import (KERAS_HEAD, KerasFileError, _check_filled,
-                                        _FileLayer, _get, _set)
+from xception_jax.convert.keras import KERAS_HEAD, _check_filled, _get, _set
+from xception_jax.convert.keras_file import KerasFileError, _FileLayer
 from xception_jax.models import factory
 from xception_jax.models.inception_v3 import KERAS_ORDER, MIN_IMAGE_SIZE, InceptionV3
 
