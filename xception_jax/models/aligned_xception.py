@@ -247,14 +247,11 @@ class AlignedXception(nn.Module):
     return schedule(tuple(self.blocks), self.output_stride, self._width).features
 
   def _check(self, x: jax.Array) -> None:
-    if x.ndim != 4:
-      raise ValueError(f"AlignedXception expects NHWC images [N, H, W, C]; got {x.shape}.")
+    layers.check_classifier_input(
+        "AlignedXception", x, dropout_rate=self.dropout_rate,
+        width_multiplier=self.width_multiplier)
     check_output_stride(self.output_stride)
     layers.activation_fn(self.intermediate_activation)
-    if not 0.0 <= self.dropout_rate < 1.0:
-      raise ValueError(f"dropout_rate must be in [0, 1); got {self.dropout_rate}.")
-    if self.width_multiplier <= 0:
-      raise ValueError(f"width_multiplier must be positive; got {self.width_multiplier}.")
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,

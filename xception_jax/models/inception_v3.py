@@ -206,16 +206,9 @@ class InceptionV3(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def _check_input(self, x: jax.Array) -> None:
-    if x.ndim != 4:
-      raise ValueError(f"InceptionV3 expects NHWC images [N, H, W, C]; got shape {x.shape}.")
-    if min(x.shape[1], x.shape[2]) < MIN_IMAGE_SIZE:
-      raise ValueError(
-          f"InceptionV3 needs images of at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}; got "
-          f"{x.shape[1]}x{x.shape[2]}. Raise image_size.")
-    if not 0.0 <= self.dropout_rate < 1.0:
-      raise ValueError(f"dropout_rate must be in [0, 1); got {self.dropout_rate}.")
-    if self.width_multiplier <= 0:
-      raise ValueError(f"width_multiplier must be positive; got {self.width_multiplier}.")
+    layers.check_classifier_input(
+        "InceptionV3", x, dropout_rate=self.dropout_rate,
+        width_multiplier=self.width_multiplier, min_size=MIN_IMAGE_SIZE)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -179,3 +179,19 @@ def classifier_head(x: jax.Array, *, num_classes: int, include_top: bool,
                bias_init=nn.initializers.constant(head_bias_init), name="head",
                **dtypes)(x)
   return x.astype(jnp.float32)
+
+
+def check_classifier_input(name: str, x: jax.Array, *, dropout_rate: float,
+                           width_multiplier: float, min_size: Optional[int] = None) -> None:
+  """The checks the classification networks share: NHWC images (at least
+  min_size x min_size), dropout in [0, 1), a positive width multiplier."""
+  if x.ndim != 4:
+    raise ValueError(f"{name} expects NHWC images [N, H, W, C]; got shape {x.shape}.")
+  if min_size is not None and min(x.shape[1], x.shape[2]) < min_size:
+    raise ValueError(
+        f"{name} needs images of at least {min_size}x{min_size}; got "
+        f"{x.shape[1]}x{x.shape[2]}. Raise image_size.")
+  if not 0.0 <= dropout_rate < 1.0:
+    raise ValueError(f"dropout_rate must be in [0, 1); got {dropout_rate}.")
+  if width_multiplier <= 0:
+    raise ValueError(f"width_multiplier must be positive; got {width_multiplier}.")
