@@ -42,7 +42,6 @@ import dataclasses
 import math
 from typing import Iterator
 
-from absl import logging
 import ml_collections
 from ml_collections import config_dict
 import numpy as np

@@ -185,7 +185,7 @@ class TrainStream:
       example = self._decode(global_position(q, p, b, count), record)
       return dict(example, _position=q)
 
-    def reading_near(chunk):  # See _READ_AHEAD below: ends a stalled stream.
+    def reading_near(chunk):  # Ends a stalled stream: see _reading_near.
       near = tf.numpy_function(self._reading_near, [chunk[0]], tf.bool)
       near.set_shape([])
       return near
@@ -211,11 +211,14 @@ class TrainStream:
   def _reading_near(self, first: np.int64) -> np.bool_:
     """Whether a chunk starting at local position `first` is within the read-ahead
     of the next position to deliver. tf.data buffers at most a few batches and a
-    few chunks per core ahead of it (_READ_AHEAD is 4x that, plus
-    MAX_SUBSTITUTE_TRIES); reading further means every record since then failed."""
-    limit = MAX_SUBSTITUTE_TRIES + 4 * (self._prefetch + 2 + _CORES) * (
+    chunk or element per core ahead of it; the limit is 4x that, plus
+    MAX_SUBSTITUTE_TRIES. Reading further means the records since then (nearly) all
+    failed: no batch could be filled."""
+    return np.bool_(first - self._next < self._read_ahead_limit())
+
+  def _read_ahead_limit(self) -> int:
+    return MAX_SUBSTITUTE_TRIES + 4 * (self._prefetch + 2 + _CORES) * (
         self._b + sources.LOOKUP_CHUNK)
-    return np.bool_(first - self._next < limit)
 
   def __next__(self) -> dict[str, np.ndarray]:
     if self._iterator is None:
@@ -226,9 +229,10 @@ class TrainStream:
       self._iterator = None
       g = int(global_position(self._next, self._p, self._b, self._count))
       raise RuntimeError(
-          f"Train input: no record decoded in the stream from global position {g} "
-          "on (every record read since failed to parse or decode); is the dataset "
-          "in the format config.dataset says?") from None
+          f"Train input: {self._read_ahead_limit()} positions read from global "
+          f"position {g} on without filling a batch of {self._b}: (nearly) every "
+          "record failed to parse or decode; is the dataset in the format "
+          "config.dataset says?") from None
     positions = batch.pop("_position")
     first, end = self._next, self._next + self._b
     self._next = end
