@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from xception_jax.models import implementations
+
 Dtype = Any
 
 BN_IMPLEMENTATIONS = ("flax", "fused")
@@ -44,12 +46,7 @@ def _cpu_default() -> str:
 
 def resolve_bn_impl(name: str) -> str:
   """Maps 'auto' to the fast choice for the default backend; validates the name."""
-  if name == "auto":
-    return _cpu_default()
-  if name not in BN_IMPLEMENTATIONS:
-    raise ValueError(f"bn_impl must be one of {list(BN_IMPLEMENTATIONS) + ['auto']}; "
-                     f"got {name!r}.")
-  return name
+  return implementations.resolve("bn_impl", name, BN_IMPLEMENTATIONS, _cpu_default)
 
 
 def _reduce_axes(x: jax.Array) -> tuple[int, ...]:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from xception_jax import native as _native
+from xception_jax.models import implementations
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
@@ -158,12 +159,7 @@ def resolve_depthwise_impl(name: str) -> str:
   'auto': 'feature_group' on GPU/TPU; on CPU 'native' when its library loaded (it
   computes float32 itself and hands other dtypes to 'shift'), else 'shift'.
   """
-  if name == "auto":
-    return _cpu_default()
   if name == "native" and name not in DEPTHWISE_IMPLEMENTATIONS:
     raise ValueError(f"depthwise_impl 'native' is unavailable: {_native.unavailable_reason()}")
-  if name not in DEPTHWISE_IMPLEMENTATIONS:
-    raise ValueError(
-        f"depthwise_impl must be one of {sorted(DEPTHWISE_IMPLEMENTATIONS) + ['auto']}; "
-        f"got {name!r}.")
-  return name
+  return implementations.resolve("depthwise_impl", name, sorted(DEPTHWISE_IMPLEMENTATIONS),
+                                 _cpu_default)

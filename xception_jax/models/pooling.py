@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from xception_jax.models import implementations
+
 MAX_POOL_IMPLEMENTATIONS = ("xla", "shift")
 
 
@@ -36,12 +38,8 @@ def _cpu_default() -> str:
 
 def resolve_max_pool_impl(name: str) -> str:
   """Maps 'auto' to the fast choice for the default backend; validates the name."""
-  if name == "auto":
-    return _cpu_default()
-  if name not in MAX_POOL_IMPLEMENTATIONS:
-    raise ValueError(f"max_pool_impl must be one of "
-                     f"{list(MAX_POOL_IMPLEMENTATIONS) + ['auto']}; got {name!r}.")
-  return name
+  return implementations.resolve("max_pool_impl", name, MAX_POOL_IMPLEMENTATIONS,
+                                 _cpu_default)
 
 
 def _padding(size: int, window: int, stride: int, padding: str) -> tuple[int, int, int]:
