@@ -30,16 +30,21 @@ def _random(rng, path, shape):
   return rng.normal(0, 0.1, shape).astype(np.float32)
 
 
+def _random_variables(model, image_size, rng):
+  """`_random` values in the shapes of the model's variables (model.init compiles
+  slowly on 2 cores; its shapes alone do not)."""
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False))
+  return jax.tree_util.tree_map_with_path(
+      lambda path, s: _random(rng, jax.tree_util.keystr(path), s.shape), shapes)
+
+
 def _tiny_checkpoint(directory, num_classes=1000, include_top=True, strong=None):
   fields = dict(width_multiplier=0.125, num_middle_blocks=1, num_classes=num_classes,
                 include_top=include_top)
   model = factory.create_model(fields)
-  # Random variables of the model's shapes (model.init compiles slowly on 2 cores).
-  shapes = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 96, 96, 3)), train=False))
   rng = np.random.default_rng(0)
-  variables = jax.tree_util.tree_map_with_path(
-      lambda path, s: _random(rng, jax.tree_util.keystr(path), s.shape), shapes)
+  variables = _random_variables(model, 96, rng)
   if include_top:
     head = variables["params"]["head"]
     bias = np.full((num_classes,), -5.0, np.float32)
@@ -217,11 +222,7 @@ def test_inception_v3_checkpoint_predicts(setup):
   ckpt = setup["tmp"] / "inception_v3"
   fields = dict(architecture="inception_v3", width_multiplier=0.125, num_classes=7)
   model = factory.create_model(fields)
-  shapes = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 80, 80, 3)), train=False))
-  rng = np.random.default_rng(1)
-  variables = jax.tree_util.tree_map_with_path(
-      lambda path, s: _random(rng, jax.tree_util.keystr(path), s.shape), shapes)
+  variables = _random_variables(model, 80, np.random.default_rng(1))
   checkpointing.save_variables(str(ckpt), variables, factory.model_to_fields(model))
   paths = [setup["paths"]["png"], setup["paths"]["jpeg"]]
   predictions = predict.predict(str(ckpt), paths, image_size=80, top_k=7,
