@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+from keras2_layout import write_keras2_weights
 from xception_jax import checkpointing, convert
 from xception_jax.models import factory
 
@@ -87,16 +88,7 @@ def _write_keras2_h5(path, model):
       counters[prefix] = counters.get(prefix, 0) + 1
       name = f"{prefix}_{counters[prefix]}"
     names.append((name, layer))
-  with h5py.File(path, "w") as f:
-    f.attrs["layer_names"] = np.array([n.encode() for n, _ in names])
-    f.attrs["backend"] = b"tensorflow"
-    f.attrs["keras_version"] = b"2.0.8"
-    for name, layer in names:
-      group = f.create_group(name)
-      weight_names = [f"{name}/{w.name}:0" for w in layer.weights]
-      group.attrs["weight_names"] = np.array([w.encode() for w in weight_names], dtype="S")
-      for weight_name, value in zip(weight_names, layer.get_weights()):
-        group.create_dataset(weight_name, data=value)
+  write_keras2_weights(path, names, backend=b"tensorflow", keras_version=b"2.0.8")
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 import pytest
 
+from keras2_layout import write_keras2_weights
 from test_inception_v3 import keras_convs
 from xception_jax import checkpointing, convert, predict
 from xception_jax.convert import keras_inception_v3
@@ -276,16 +277,8 @@ def _write_published_layout(path, net):
                          r"average_pooling2d|input_layer)(?:_(\d+))?", name)
     return f"{match[1]}_{int(match[2] or 0) + 1}" if match else name
 
-  with h5py.File(path, "w") as f:
-    f.attrs["layer_names"] = np.array([keras2_name(l.name).encode() for l in net.layers])
-    f.attrs["keras_version"] = b"2.1.5"
-    for layer in net.layers:
-      name = keras2_name(layer.name)
-      group = f.create_group(name)
-      names = [f"{name}/{w.name}:0" for w in layer.weights]
-      group.attrs["weight_names"] = np.array([n.encode() for n in names], dtype="S")
-      for n, value in zip(names, layer.get_weights()):
-        group.create_dataset(n, data=value)
+  write_keras2_weights(
+      path, [(keras2_name(l.name), l) for l in net.layers], keras_version=b"2.1.5")
 
 
 @pytest.fixture(scope="module")
