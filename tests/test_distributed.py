@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from configs import demo
+import processes
 from xception_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,13 +45,8 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path):
          f"--config.data_dir={data_dir}", f"--coordinator_address=localhost:{port}",
          "--num_processes=2", f"--process_id={i}", *overrides],
         cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
-  for i, proc in enumerate(procs):
-    try:
-      code = proc.wait(timeout=600)
-    finally:
-      for p in procs:
-        if p.poll() is None:
-          p.kill()
+  codes = processes.wait_all(procs, timeout=600)
+  for i, code in enumerate(codes):
     logs[i].seek(0)
     output = logs[i].read()
     assert code == 0, f"process {i} failed:\n{output[-5000:]}"

@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 
 from configs import demo
+import processes
 from xception_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,13 +72,8 @@ def _two_processes(workdir, data_dir, tmp_path):
          f"--coordinator_address=localhost:{port}", "--num_processes=2",
          f"--process_id={i}", *overrides],
         cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
-  for i, proc in enumerate(procs):
-    try:
-      code = proc.wait(timeout=900)
-    finally:
-      for p in procs:
-        if p.poll() is None:
-          p.kill()
+  codes = processes.wait_all(procs, timeout=900)
+  for i, code in enumerate(codes):
     logs[i].seek(0)
     output = logs[i].read()
     assert code == 0, f"process {i} failed:\n{output[-5000:]}"
