@@ -62,5 +62,5 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path):
   config.eval_only = True
   config.init_from = workdir
   single = train.train_and_evaluate(config, str(tmp_path / "single"))
-  for name in ("eval_loss", "eval_map_at_100", "eval_top_1", "eval_top_5"):
+  for name in ("eval_loss", "eval_map_at_100", "eval_precision_at_1", "eval_precision_at_5"):
     np.testing.assert_allclose(results[name], single[name], rtol=1e-4, err_msg=name)

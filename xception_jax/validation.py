@@ -5,7 +5,8 @@ field, the value, and what is allowed or how to fix it. main.py prints that line
 exits with status 2 (a traceback only with `--debug`).
 
 The checks are data, to be read and extended:
-  RULES       one row per scalar field: (field path, test, what is allowed). A row whose
+  RULES       one row per scalar field: (field path, test, what is allowed, or a
+              callable saying it when the list is known only at run time). A row whose
               field the config lacks is skipped, so configs of other models and tasks
               share the table; add a row for a new field.
   CHECKS      functions over the whole config (cross-field rules, files and globs,
@@ -22,9 +23,11 @@ import glob
 import math
 import numbers
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import ml_collections
+
+from xception_jax import tasks
 
 
 class ConfigError(ValueError):
@@ -81,7 +84,6 @@ def increasing_pair(lo: float, hi: float) -> Callable[[Any], bool]:
 
 
 OPTIMIZERS = ("sgd", "rmsprop")
-TASKS = ("single_label", "multi_label", "segmentation")
 SCHEDULES = ("exponential", "poly")
 
 
@@ -91,9 +93,10 @@ def positive_numbers(v) -> bool:
           and all(positive(x) for x in v))
 
 # (field, test, what is allowed). Fields absent from a config are skipped.
-RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = [
     # Data (input_pipeline/defaults.py).
-    ("task", one_of(*TASKS), f"one of {TASKS}"),
+    ("task", lambda v: v in tasks.names(),
+     lambda: f"a known task, one of {tasks.names()} (xception_jax/tasks/)"),
     ("num_classes", optional(at_least(1)), "None (the dataset's) or an integer >= 1"),
     ("batch_size", at_least(1), "an integer >= 1 (the global batch)"),
     ("eval_batch_size", at_least(1), "an integer >= 1 (the global batch)"),
@@ -172,7 +175,9 @@ def _get(config, path: str, default=KeyError):
   return node
 
 
-def _fail(field: str, value: Any, allowed: str) -> ConfigError:
+def _fail(field: str, value: Any, allowed: Union[str, Callable[[], str]]) -> ConfigError:
+  """allowed: what the field may be (a callable for a list known only at run time)."""
+  allowed = allowed() if callable(allowed) else allowed
   return ConfigError(f"config.{field} = {value!r}: must be {allowed}.")
 
 
