@@ -89,6 +89,18 @@ def check_batch_size(batch_size: int, mesh: Mesh, field: str) -> None:
         f"use a multiple of {mesh.size}.")
 
 
+def pad_rows(local_batch: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
+  """Appends zero rows (mask 0) to every array of a local batch up to a multiple of
+  `multiple` rows, so that an eval batch of any size splits over any device count.
+  Padding rows count nowhere: every eval metric and evaluator skips mask-0 rows."""
+  rows = len(local_batch["mask"])
+  extra = -rows % multiple
+  if not extra:
+    return local_batch
+  return {name: np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)])
+          for name, x in local_batch.items()}
+
+
 def make_global_batch(local_batch: dict, sharding: NamedSharding) -> dict:
   """Assembles each process's rows into global arrays sharded over the data axis."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x),

@@ -178,6 +178,9 @@ class Trainer:
       if stop is not None and stop():
         logging.warning("Evaluation at step %d interrupted (preemption).", int(state.step))
         return {}
+      # Any eval_batch_size on any device count: each process pads its rows to a
+      # multiple of its devices (mask 0), as the pipeline pads the pass's last batch.
+      local = partitioning.pad_rows(local, len(self.mesh.local_devices))
       batch = partitioning.make_global_batch(local, self.data_sharding)
       metrics, output = self.eval_step(state, batch)
       totals = metrics if totals is None else totals.merge(metrics)
@@ -219,7 +222,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   validation.validate(config, workdir)
   mesh = partitioning.create_mesh(config.get("num_devices", -1))
   partitioning.check_batch_size(config.batch_size, mesh, "batch_size")
-  partitioning.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   writer = metric_writers.create_default_writer(workdir,
