@@ -12,7 +12,8 @@ alike. The rules (README, "Layout"):
     use `xception_jax.evaluation`'s class-weight helpers).
 The layer rules follow imports through other modules too, including the package
 `__init__` that importing `a.b.c` runs (that of `a.b`), and a failure names each import
-on the way as file:line.
+on the way as file:line. `importlib.import_module("a.b")` with a literal name counts as
+an import; a name computed at run time (a registry's table) cannot be read here.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class ImportGraph:
         self.files[".".join(parts)] = path
     self.imports: dict[str, list[_Import]] = {m: self._read(m) for m in self.files}
 
-  def _known(self, name: str) -> Optional[str]:
+  def known(self, name: str) -> Optional[str]:
     """`name` or the nearest enclosing module of ours; None for outside modules."""
     while name:
       if name in self.files:
@@ -66,6 +67,10 @@ class ImportGraph:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
       if isinstance(node, ast.Import):
         found += [_Import(alias.name, where(node)) for alias in node.names]
+      elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module" and node.args
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        found.append(_Import(node.args[0].value, where(node)))
       elif isinstance(node, ast.ImportFrom):
         base = node.module or ""
         if node.level:  # relative: from the file's package, up level - 1
@@ -82,7 +87,7 @@ class ImportGraph:
     `__init__`s that importing them runs (marked 'package of <where>')."""
     out = []
     for imp in self.imports[module]:
-      target = self._known(imp.target)
+      target = self.known(imp.target)
       if target is None or target == module:
         continue
       out.append(_Import(target, imp.where))
@@ -141,7 +146,7 @@ def layer_violations(graph: ImportGraph, layer: str, forbidden: Iterable[str],
       module = queue.popleft()
       chain = via[module]
       for imp in graph.imports[module]:  # outside modules too (orbax)
-        if _inside(imp.target, forbidden) and graph._known(imp.target) is None:  # pylint: disable=protected-access
+        if _inside(imp.target, forbidden) and graph.known(imp.target) is None:
           found.append(_describe(start, chain + [imp]))
       for imp in graph.edges(module, with_packages=True):
         if _inside(imp.target, allowed) or imp.target in via:
@@ -215,6 +220,7 @@ def test_a_cycle_through_a_function_level_import_is_found(tmp_path):
       "xception_jax/a.py": "import numpy\nfrom xception_jax import b\n",
       "xception_jax/b.py": "def f():\n  from xception_jax.c import g\n",
       "xception_jax/c.py": "from . import a\n",
+      "xception_jax/e.py": "import importlib\nimportlib.import_module('xception_jax.d')\n",
       "xception_jax/d.py": "from xception_jax import a\n",
   })
   message = _cycle_message(find_cycle(graph))
@@ -225,6 +231,10 @@ def test_a_cycle_through_a_function_level_import_is_found(tmp_path):
   assert "d.py" not in message
   (tmp_path / "xception_jax/c.py").write_text("import numpy\n")
   assert find_cycle(ImportGraph(tmp_path)) is None
+  (tmp_path / "xception_jax/c.py").write_text(
+      "import importlib\nimportlib.import_module('xception_jax.e')\n")
+  assert ("xception_jax/c.py:2 imports xception_jax.e -> xception_jax/e.py:2 imports xception_jax.d"
+          in _cycle_message(find_cycle(ImportGraph(tmp_path))))
 
 
 def test_a_layer_reaching_forbidden_code_is_named_by_file_and_line(tmp_path):
