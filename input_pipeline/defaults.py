@@ -70,8 +70,9 @@ def default_data_config() -> ml_collections.ConfigDict:
 _DEFAULTS = default_data_config()
 
 
-def get(config, key: str):
-  """config[key]; the default above when a (test) config lacks the field."""
+def get(config, key: str, fallback: ml_collections.ConfigDict = _DEFAULTS):
+  """config[key]; `fallback`'s (the defaults above, or a task's own, e.g.
+  segmentation_pipeline.py's) when a (test) config lacks the field."""
   if key in config:
     return config[key]
-  return _DEFAULTS[key]
+  return fallback[key]
