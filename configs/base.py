@@ -90,6 +90,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Sharding (xception_jax/partitioning.py).
   config.num_devices = -1               # -1: every device of every process
   config.shard_head = False             # split the classification head over devices
+  # Slices the mesh spans: the batch is split across them (a DCN data axis) and within
+  # each (the head too, with shard_head). -1: the devices' own slice_index count
+  # (multi-slice TPU; 1 elsewhere); N > 1 on devices without slice_index (GPU hosts):
+  # N groups of whole processes. Needs num_devices = -1 when > 1.
+  config.num_slices = -1
   return config
 
 

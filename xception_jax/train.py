@@ -217,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains (or, with eval_only, evaluates) as the config says; returns the last
   evaluation's metrics."""
   validation.validate(config, workdir)
-  mesh = partitioning.create_mesh(config.get("num_devices", -1))
+  mesh = partitioning.create_mesh(config.get("num_devices", -1), config.get("num_slices", -1))
   partitioning.check_batch_size(config.batch_size, mesh, "batch_size")
   partitioning.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
   workdir = os.path.abspath(workdir)

@@ -163,6 +163,8 @@ RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = 
     ("num_devices", lambda v: _int(v) and (v == -1 or v >= 1),
      "an integer >= 1, or -1 for every device"),
     ("shard_head", boolean, "True or False"),
+    ("num_slices", lambda v: _int(v) and (v == -1 or v >= 1),
+     "an integer >= 1, or -1 for the devices' own slice count"),
 ]
 
 
@@ -267,8 +269,18 @@ def _check_removed(config) -> Optional[str]:
   return None
 
 
+def _check_slices(config) -> Optional[str]:
+  """Several slices use every device: num_devices picks devices of one process only."""
+  slices, devices = _get(config, "num_slices", -1), _get(config, "num_devices", -1)
+  if _int(slices) and slices > 1 and devices not in (-1, None):
+    return (f"config.num_devices = {devices!r}: must be -1 when config.num_slices = "
+            f"{slices} (a mesh of several slices uses every device).")
+  return None
+
+
 CHECKS: list[Callable[[Any], Optional[str]]] = [_check_epochs, _check_removed,
-                                                 _check_dataset, _check_files]
+                                                 _check_slices, _check_dataset,
+                                                 _check_files]
 
 
 # -- the model, through its own factory ----------------------------------------------
