@@ -3,11 +3,13 @@ on 8 as two slices, in a subprocess)."""
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import mesh_utils
 from jax.sharding import PartitionSpec as P
 
 from xception_jax import partitioning
@@ -180,3 +182,18 @@ def test_slices_without_slice_index_are_blocks_of_the_device_list():
 def test_impossible_slice_layouts_name_the_field(kwargs, message):
   with pytest.raises(ValueError, match=message):
     partitioning.create_mesh(**kwargs)
+
+
+def test_slice_index_layout_is_mesh_utils_hybrid_mesh():
+  """Devices that carry slice_index (multi-slice TPU; stand-ins here, as simulated CPU
+  devices carry none): the slice count is found, and the layout is mesh_utils'."""
+  fake = [types.SimpleNamespace(id=i, process_index=i // 2, slice_index=(i // 2) % 2,
+                                device_kind="cpu", platform="cpu") for i in range(8)]
+  assert partitioning.slice_count(fake) == 2
+  assert partitioning.slice_count(fake[:2]) == 1
+  ours = partitioning.hybrid_device_array(fake, 2)
+  reference = mesh_utils.create_hybrid_device_mesh((1, 4), (2, 1), fake)
+  assert [[d.id for d in row] for row in ours] == [[0, 1, 4, 5], [2, 3, 6, 7]]
+  assert [[d.id for d in row] for row in reference] == [[d.id for d in row] for row in ours]
+  with pytest.raises(ValueError, match="config.num_slices=3, but the devices span 2 slices"):
+    partitioning.hybrid_device_array(fake, 3)

@@ -64,7 +64,7 @@ def slice_groups(devices: Sequence[Any], num_slices: int,
   return groups
 
 
-def _auto_slices(devices: Sequence[Any]) -> int:
+def slice_count(devices: Sequence[Any]) -> int:
   """-1: the number of distinct `slice_index` values (1 when devices carry none)."""
   if _slice_index(devices[0]) is None:
     return 1
@@ -91,7 +91,7 @@ def create_mesh(num_devices: int = -1, num_slices: int = -1,
   devices without a slice_index can form slices too). `devices` and `slice_of` default
   to `jax.devices()` and `slice_groups`' rule (tests pass their own)."""
   devices = list(jax.devices() if devices is None else devices)
-  slices = _auto_slices(devices) if num_slices in (-1, None) else num_slices
+  slices = slice_count(devices) if num_slices in (-1, None) else num_slices
   if slices < 1:
     raise ValueError(f"config.num_slices={num_slices}: must be >= 1, or -1 for the "
                      "devices' own slice count.")
@@ -105,14 +105,22 @@ def create_mesh(num_devices: int = -1, num_slices: int = -1,
       raise ValueError(f"config.num_devices={num_devices}, but {len(devices)} devices exist.")
     devices = devices[:num_devices]
   if slices == 1:
-    if slice_of is None and _auto_slices(devices) > 1:
+    if slice_of is None and slice_count(devices) > 1:
       raise ValueError(f"config.num_slices=1, but the devices span "
-                       f"{_auto_slices(devices)} slices; set it to -1.")
+                       f"{slice_count(devices)} slices; set it to -1.")
     return jax.make_mesh((len(devices),), (DATA,), axis_types=(AxisType.Auto,),
                          devices=devices)
-  groups = slice_groups(devices, slices, slice_of)
-  rows = [_device_array((len(group),), group) for group in groups]
-  return Mesh(np.stack(rows), (DCN, DATA), axis_types=(AxisType.Auto, AxisType.Auto))
+  return Mesh(hybrid_device_array(devices, slices, slice_of), (DCN, DATA),
+              axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def hybrid_device_array(devices: Sequence[Any], num_slices: int,
+                        slice_of: Callable[[Any], int] | None = None) -> np.ndarray:
+  """[slice, device in slice]: each slice's devices in topology order, the layout of
+  `mesh_utils.create_hybrid_device_mesh((1, n), (num_slices, 1))` on devices with a
+  slice_index (tests/test_partitioning.py compares them)."""
+  groups = slice_groups(devices, num_slices, slice_of)
+  return np.stack([_device_array((len(group),), group) for group in groups])
 
 
 def batch_axes(mesh: Mesh) -> str | tuple[str, str]:
