@@ -108,7 +108,7 @@ RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = 
     ("crop_min_object_covered", between(0.0, 1.0), "a number in [0, 1]"),
     ("eval_crop_fraction", between(0.0, 1.0, lo_open=True), "a number in (0, 1]"),
     ("prefetch_batches", at_least(0), "an integer >= 0"),
-    ("input_threads", optional(at_least(1)), "None (all cores) or an integer >= 1"),
+    ("input_threads", optional(at_least(1)), "None (the CPUs this process may run on) or an integer >= 1"),
     ("cache", boolean, "True or False"),
     ("embedded.num_train", at_least(1), "an integer >= 1"),
     ("embedded.num_eval", at_least(0), "an integer >= 0"),
