@@ -86,6 +86,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.map_k = 100
   config.init_from = config_dict.placeholder(str)  # a checkpoint to fine-tune from
   config.eval_only = False
+  # Profiler trace (xception_jax/profiling.py): (first, last) traces the train steps
+  # from step first to step last into WORKDIR/plugins/profile (TensorBoard's Profile
+  # tab); e.g. (10, 15): five steps after compilation. None: no trace.
+  config.profile_steps = config_dict.placeholder(tuple)
+  config.profile_all_processes = False  # True: every process traces (process_<i>/ for i > 0)
 
   # Sharding (xception_jax/partitioning.py).
   config.num_devices = -1               # -1: every device of every process

@@ -31,8 +31,8 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 import input_pipeline
-from xception_jax import (checkpointing, optim, partitioning, preemption, steps, tasks,
-                          validation)
+from xception_jax import (checkpointing, optim, partitioning, preemption, profiling, steps,
+                          tasks, validation)
 from xception_jax.models import create_model, model_to_fields
 
 def _model(config: ml_collections.ConfigDict, num_classes: int):
@@ -260,10 +260,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Training from step %d to %d.", step, num_steps)
   saved_step = manager.latest_step()
   skipped_total = 0
-  with metric_writers.ensure_flushes(writer), preemption.Preemption() as preempt:
+  with metric_writers.ensure_flushes(writer), preemption.Preemption() as preempt, \
+      profiling.StepProfiler.from_config(config, workdir) as profile:
     while step < num_steps:
       if preempt.should_stop(step):
         break
+      profile(step, state)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = trainer.train_step(state, next(batches), rng)
       preemption.fault_point("train_step", step + 1)

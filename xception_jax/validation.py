@@ -83,6 +83,12 @@ def increasing_pair(lo: float, hi: float) -> Callable[[Any], bool]:
   return test
 
 
+def step_window(v) -> bool:
+  """(first, last): integers with 0 <= first < last."""
+  return (isinstance(v, (tuple, list)) and len(v) == 2 and all(_int(x) for x in v)
+          and 0 <= v[0] < v[1])
+
+
 OPTIMIZERS = ("sgd", "rmsprop")
 SCHEDULES = ("exponential", "poly")
 
@@ -159,6 +165,9 @@ RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = 
     ("prefetch_to_device", at_least(0), "an integer >= 0"),
     ("map_k", at_least(1), "an integer >= 1"),
     ("eval_only", boolean, "True or False"),
+    ("profile_steps", optional(step_window),
+     "None or (first, last): integer steps with 0 <= first < last"),
+    ("profile_all_processes", boolean, "True or False"),
     # Sharding (xception_jax/partitioning.py).
     ("num_devices", lambda v: _int(v) and (v == -1 or v >= 1),
      "an integer >= 1, or -1 for every device"),
