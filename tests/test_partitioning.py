@@ -197,3 +197,8 @@ def test_slice_index_layout_is_mesh_utils_hybrid_mesh():
   assert [[d.id for d in row] for row in reference] == [[d.id for d in row] for row in ours]
   with pytest.raises(ValueError, match="config.num_slices=3, but the devices span 2 slices"):
     partitioning.hybrid_device_array(fake, 3)
+  # Refused before any mesh is built: one slice asked of two, a device subset of two.
+  with pytest.raises(ValueError, match="config.num_slices=1, but the devices span 2 slices"):
+    partitioning.create_mesh(num_slices=1, devices=fake)
+  with pytest.raises(ValueError, match="config.num_devices=4 cannot be combined with 2 slices"):
+    partitioning.create_mesh(num_devices=4, devices=fake)

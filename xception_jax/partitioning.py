@@ -65,7 +65,8 @@ def slice_groups(devices: Sequence[Any], num_slices: int,
 
 
 def slice_count(devices: Sequence[Any]) -> int:
-  """-1: the number of distinct `slice_index` values (1 when devices carry none)."""
+  """The distinct `slice_index` values of `devices` (1 when they carry none): what
+  `num_slices=-1` means."""
   if _slice_index(devices[0]) is None:
     return 1
   return len({_slice_index(d) for d in devices})
@@ -162,7 +163,7 @@ def tree_shardings(tree: Any, mesh: Mesh, rules: Iterable[tuple[str, P]]) -> Any
             raise ValueError(
                 f"Cannot shard {name} (shape {shape}) over {mesh.shape[axis]} devices: "
                 f"{dim} is not divisible. Set config.shard_head=False or pick num_classes "
-                "divisible by the device count.")
+                f"divisible by {mesh.shape[axis]} (the devices of a slice).")
         return NamedSharding(mesh, spec)
     return NamedSharding(mesh, P())
 
