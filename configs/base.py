@@ -97,7 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.shard_head = False             # split the classification head over devices
   # Slices the mesh spans: the batch is split across them (a DCN data axis) and within
   # each (the head too, with shard_head). -1: the devices' own slice_index count
-  # (multi-slice TPU; 1 elsewhere); N > 1 on devices without slice_index (GPU hosts):
+  # (multi-slice TPU; 1 elsewhere); N > 1 where devices report one slice (GPU hosts):
   # N groups of whole processes. Needs num_devices = -1 when > 1.
   config.num_slices = -1
   return config

@@ -1,5 +1,5 @@
 """Mesh, partition rules and global-batch assembly on 4 simulated CPU devices (and
-on 8 as two slices, in a subprocess)."""
+on 8 as two slices, and on 2 jax.distributed processes as two slices: subprocesses)."""
 import os
 import subprocess
 import sys
@@ -12,6 +12,7 @@ import pytest
 from jax.experimental import mesh_utils
 from jax.sharding import PartitionSpec as P
 
+import processes
 from xception_jax import partitioning
 
 
@@ -202,3 +203,54 @@ def test_slice_index_layout_is_mesh_utils_hybrid_mesh():
     partitioning.create_mesh(num_slices=1, devices=fake)
   with pytest.raises(ValueError, match="config.num_devices=4 cannot be combined with 2 slices"):
     partitioning.create_mesh(num_devices=4, devices=fake)
+
+
+_TWO_PROCESS_SCRIPT = r'''
+import sys
+import jax
+import numpy as np
+jax.distributed.initialize(f"localhost:{sys.argv[1]}", 2, int(sys.argv[2]))
+from xception_jax import partitioning
+i = jax.process_index()
+mesh = partitioning.create_mesh(num_slices=2)  # slices = the two processes (hosts)
+assert [{d.process_index for d in row} for row in mesh.devices] == [{0}, {1}], mesh
+local = np.arange(4 * 3, dtype=np.float32).reshape(4, 3) + 100 * i
+batch = partitioning.make_global_batch({"x": local}, partitioning.data_sharding(mesh))["x"]
+assert batch.shape == (8, 3)
+assert sorted(s.index[0].start for s in batch.addressable_shards) == [4 * i, 4 * i + 2]
+np.testing.assert_array_equal(partitioning.local_rows(batch), local)
+total = jax.jit(lambda x: x.sum(), out_shardings=partitioning.replicated(mesh))(batch)
+assert float(total) == float(2 * np.arange(12).sum() + 100 * 12), float(total)
+head = {"head": {"kernel": np.arange(12, dtype=np.float32).reshape(3, 4)}}
+shardings = partitioning.tree_shardings(head, mesh, partitioning.partition_rules(True))
+kernel = jax.device_put(head["head"]["kernel"], shardings["head"]["kernel"])
+assert sorted(s.index[1].start for s in kernel.addressable_shards) == [0, 2]  # whole head
+for n, message in ((3, "does not divide the 4 devices"), (4, "does not divide the 2 processes")):
+  try:
+    partitioning.create_mesh(num_slices=n)
+    raise AssertionError(n)
+  except ValueError as e:
+    assert message in str(e), e
+print("ok", i)
+'''
+
+
+def test_two_processes_as_two_slices(tmp_path):
+  """jax.distributed with 2 processes of 2 CPU devices, `num_slices=2`: each process is
+  a slice, its rows of the batch stay on its devices, the head is whole in each."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  import socket  # pylint: disable=import-outside-toplevel
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
+  logs = [open(tmp_path / f"process{i}.log", "w+") for i in range(2)]
+  procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESS_SCRIPT, str(port), str(i)],
+                            cwd=root, env=env, stdout=logs[i], stderr=subprocess.STDOUT)
+           for i in range(2)]
+  codes = processes.wait_all(procs, timeout=180)
+  for i, (code, log) in enumerate(zip(codes, logs)):
+    log.seek(0)
+    output = log.read()
+    assert code == 0 and f"ok {i}" in output, output[-3000:]

@@ -33,11 +33,12 @@ def _slice_index(device) -> int | None:
 def slice_groups(devices: Sequence[Any], num_slices: int,
                  slice_of: Callable[[Any], int] | None = None) -> list[list[Any]]:
   """The devices of each slice, slices in order. `slice_of(device)` names a device's
-  slice; by default its `slice_index` (multi-slice TPU), else, for devices without one
-  (GPUs, CPUs), `num_slices` equal blocks of the devices in (process, id) order, so
-  that a slice is a set of whole processes (hosts) when there are several."""
+  slice; by default its `slice_index` where the devices span several (multi-slice TPU),
+  else (devices reporting one slice_index or none: GPU hosts, CPUs) `num_slices` equal
+  blocks of the devices in (process, id) order, so that a slice is a set of whole
+  processes (hosts) when there are several."""
   devices = sorted(devices, key=lambda d: (d.process_index, d.id))
-  if slice_of is None and _slice_index(devices[0]) is not None:
+  if slice_of is None and slice_count(devices) > 1:
     slice_of = _slice_index
   if slice_of is None:
     if len(devices) % num_slices:
@@ -89,7 +90,7 @@ def create_mesh(num_devices: int = -1, num_slices: int = -1,
   Several slices (`num_slices` > 1, or -1 and devices whose `slice_index` differ): a
   hybrid mesh (DCN, DATA), one row per slice, each row in topology order
   (`mesh_utils.create_hybrid_device_mesh`'s layout, built from `slice_groups` so that
-  devices without a slice_index can form slices too). `devices` and `slice_of` default
+  devices reporting one slice can form slices too). `devices` and `slice_of` default
   to `jax.devices()` and `slice_groups`' rule (tests pass their own)."""
   devices = list(jax.devices() if devices is None else devices)
   slices = slice_count(devices) if num_slices in (-1, None) else num_slices
