@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Callable, Iterator
 
 from absl import logging
@@ -83,8 +82,9 @@ def local_batch_size(config, field: str, process_count: int) -> int:
 def _tf_options(config) -> tf.data.Options:
   options = tf.data.Options()
   options.deterministic = True
-  threads = defaults.get(config, "input_threads") or os.cpu_count() or 1
-  options.threading.private_threadpool_size = int(threads)
+  threads = defaults.input_threads(config)
+  options.threading.private_threadpool_size = threads
+  options.autotune.cpu_budget = threads
   options.threading.max_intra_op_parallelism = 1
   # Autotuning sizes the parallelism; without it AUTOTUNE means one call per core.
   options.autotune.enabled = bool(defaults.get(config, "input_autotune"))

@@ -13,6 +13,8 @@ import resource
 
 import jax
 
+from xception_jax import host
+
 # Dense peak TFLOP/s per device: (device_kind substring, {compute dtype: peak}), first
 # match wins. NVIDIA H100 SXM / H200 datasheets: BF16/FP16 tensor 989.4 (dense; 1979 is
 # with sparsity), TF32 tensor 494.7, FP32 66.9. H100 PCIe: 756.5 / 378 / 51.2.
@@ -78,7 +80,7 @@ def cpu_flops_per_cycle(cpu_flags: set[str], vendor: str | None) -> tuple[int, s
 
 def cpu_peak() -> tuple[float, str]:
   """An ESTIMATE of the process's CPU FP32 peak FLOP/s: cores x GHz x FLOP/cycle."""
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  cores = host.available_cpus()
   mhz = _cpu_info("cpu MHz")
   ghz = float(mhz) / 1000 if mhz else 2.0
   per_cycle, how = cpu_flops_per_cycle(_cpu_flags(), _cpu_info("vendor_id"))

@@ -136,7 +136,8 @@ class StepRunner:
     schedule = optim.learning_rate_schedule(config, total_steps)
     tx = optim.create_optimizer(config, total_steps)
     self.num_devices = mesh_devices(config)
-    mesh = partitioning.create_mesh(config.get("num_devices", -1))
+    mesh = partitioning.create_mesh(config.get("num_devices", -1),
+                                    config.get("num_slices", -1))
     data_sharding = partitioning.data_sharding(mesh)
     replicated = partitioning.replicated(mesh)
     init = functools.partial(steps.create_train_state, self.model, tx,

@@ -31,8 +31,8 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 import input_pipeline
-from xception_jax import (checkpointing, optim, partitioning, preemption, steps, tasks,
-                          validation)
+from xception_jax import (checkpointing, optim, partitioning, preemption, profiling, steps,
+                          tasks, validation)
 from xception_jax.models import create_model, model_to_fields
 
 def _model(config: ml_collections.ConfigDict, num_classes: int):
@@ -220,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains (or, with eval_only, evaluates) as the config says; returns the last
   evaluation's metrics."""
   validation.validate(config, workdir)
-  mesh = partitioning.create_mesh(config.get("num_devices", -1))
+  mesh = partitioning.create_mesh(config.get("num_devices", -1), config.get("num_slices", -1))
   partitioning.check_batch_size(config.batch_size, mesh, "batch_size")
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -262,10 +262,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Training from step %d to %d.", step, num_steps)
   saved_step = manager.latest_step()
   skipped_total = 0
-  with metric_writers.ensure_flushes(writer), preemption.Preemption() as preempt:
+  with metric_writers.ensure_flushes(writer), preemption.Preemption() as preempt, \
+      profiling.StepProfiler.from_config(config, workdir) as profile:
     while step < num_steps:
       if preempt.should_stop(step):
         break
+      profile(step, state)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = trainer.train_step(state, next(batches), rng)
       preemption.fault_point("train_step", step + 1)

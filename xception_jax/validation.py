@@ -83,6 +83,12 @@ def increasing_pair(lo: float, hi: float) -> Callable[[Any], bool]:
   return test
 
 
+def step_window(v) -> bool:
+  """(first, last): integers with 0 <= first < last."""
+  return (isinstance(v, (tuple, list)) and len(v) == 2 and all(_int(x) for x in v)
+          and 0 <= v[0] < v[1])
+
+
 OPTIMIZERS = ("sgd", "rmsprop")
 SCHEDULES = ("exponential", "poly")
 
@@ -108,7 +114,7 @@ RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = 
     ("crop_min_object_covered", between(0.0, 1.0), "a number in [0, 1]"),
     ("eval_crop_fraction", between(0.0, 1.0, lo_open=True), "a number in (0, 1]"),
     ("prefetch_batches", at_least(0), "an integer >= 0"),
-    ("input_threads", optional(at_least(1)), "None (all cores) or an integer >= 1"),
+    ("input_threads", optional(at_least(1)), "None (the CPUs this process may run on) or an integer >= 1"),
     ("cache", boolean, "True or False"),
     ("embedded.num_train", at_least(1), "an integer >= 1"),
     ("embedded.num_eval", at_least(0), "an integer >= 0"),
@@ -159,10 +165,15 @@ RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = 
     ("prefetch_to_device", at_least(0), "an integer >= 0"),
     ("map_k", at_least(1), "an integer >= 1"),
     ("eval_only", boolean, "True or False"),
+    ("profile_steps", optional(step_window),
+     "None or (first, last): integer steps with 0 <= first < last"),
+    ("profile_all_processes", boolean, "True or False"),
     # Sharding (xception_jax/partitioning.py).
     ("num_devices", lambda v: _int(v) and (v == -1 or v >= 1),
      "an integer >= 1, or -1 for every device"),
     ("shard_head", boolean, "True or False"),
+    ("num_slices", lambda v: _int(v) and (v == -1 or v >= 1),
+     "an integer >= 1, or -1 for the devices' own slice count"),
 ]
 
 
@@ -267,8 +278,18 @@ def _check_removed(config) -> Optional[str]:
   return None
 
 
+def _check_slices(config) -> Optional[str]:
+  """Several slices use every device: num_devices picks devices of one process only."""
+  slices, devices = _get(config, "num_slices", -1), _get(config, "num_devices", -1)
+  if _int(slices) and slices > 1 and devices not in (-1, None):
+    return (f"config.num_devices = {devices!r}: must be -1 when config.num_slices = "
+            f"{slices} (a mesh of several slices uses every device).")
+  return None
+
+
 CHECKS: list[Callable[[Any], Optional[str]]] = [_check_epochs, _check_removed,
-                                                 _check_dataset, _check_files]
+                                                 _check_slices, _check_dataset,
+                                                 _check_files]
 
 
 # -- the model, through its own factory ----------------------------------------------
