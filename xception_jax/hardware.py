@@ -8,7 +8,6 @@ says how it was found. `--peak_tflops` of the benchmark command overrides both.
 """
 from __future__ import annotations
 
-import os
 import resource
 
 import jax
