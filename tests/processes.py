@@ -26,19 +26,20 @@ def free_port():
     return s.getsockname()[1]
 
 
-def run_main(tmp_path, workdir, data_dir, overrides, timeout, num_processes=2):
+def run_main(tmp_path, workdir, data_dir, overrides, timeout, num_processes=2, envs=None,
+             name="process"):
   """Runs `main.py --config=configs/demo.py` as `num_processes` jax.distributed
   processes on localhost (2 CPU devices each) with `--config.KEY=VALUE` for each
-  item of `overrides`; waits for all (`wait_all`), checks that each exited 0 and
-  announced itself ('JAX process i of N'), and returns each one's output (also in
-  tmp_path/process<i>.log)."""
+  item of `overrides` and process i's extra environment variables `envs[i]`; waits
+  for all (`wait_all`), checks that each exited 0 and announced itself ('JAX process
+  i of N'), and returns each one's output (also in tmp_path/<name><i>.log)."""
   port = free_port()
   flags = [f"--config.{k}={v}" for k, v in overrides.items()]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "PYTHONUNBUFFERED": "1"}
   procs, logs = [], []
   for i in range(num_processes):
-    logs.append(open(tmp_path / f"process{i}.log", "w+"))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "PYTHONUNBUFFERED": "1", **(envs[i] if envs else {})}
+    logs.append(open(tmp_path / f"{name}{i}.log", "w+"))
     procs.append(subprocess.Popen(
         [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
          f"--config.data_dir={data_dir}", f"--coordinator_address=localhost:{port}",

@@ -13,9 +13,7 @@ process, 5 steps:
 import glob
 import os
 import re
-import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -36,38 +34,9 @@ TINY = {"embedded.num_train": 40, "embedded.num_eval": 16, "embedded.image_size"
 pytestmark = pytest.mark.slow
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
-def _launch(tmp_path, name, workdir, data_dir, flags, envs):
-  """Two main.py processes; flags[i], envs[i]: process i's extra flags and variables.
-  Returns each process's (exit code, output)."""
-  overrides = [f"--config.{k}={v}" for k, v in TINY.items()]
-  procs, logs = [], []
-  for i in range(2):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "PYTHONUNBUFFERED": "1", **envs[i]}
-    logs.append(open(tmp_path / f"{name}{i}.log", "w+"))
-    procs.append(subprocess.Popen(
-        [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
-         f"--config.data_dir={data_dir}", *flags[i], *overrides],
-        cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
-  codes = processes.wait_all(procs, timeout=900)
-  outputs = []
-  for log in logs:
-    log.seek(0)
-    outputs.append(log.read())
-    log.close()
-  return list(zip(codes, outputs))
-
-
-def _assert_ok(runs):
-  for i, (code, output) in enumerate(runs):
-    assert code == 0, f"process {i} failed:\n{output[-5000:]}"
-    assert "JAX process %d of 2" % i in output
+def _check_announced(outputs):
+  for i, output in enumerate(outputs):
+    assert f"JAX process {i} of 2" in output, output[-3000:]
 
 
 def _losses(workdir):
@@ -103,16 +72,17 @@ def slurm_run(data_dir, tmp_path_factory):
   workdir = str(tmp_path / "run")
   env = {**os.environ, "PATH": os.path.join(ROOT, "tests", "fake_slurm") + os.pathsep +
          os.environ["PATH"], "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2",
-         "JAX_COORDINATOR_PORT": str(_free_port()), "FAKE_SRUN_OUTPUT": str(tmp_path / "task"),
+         "JAX_COORDINATOR_PORT": str(processes.free_port()), "FAKE_SRUN_OUTPUT": str(tmp_path / "task"),
          "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "PYTHONUNBUFFERED": "1"}
   overrides = [f"--config.{k}={v}" for k, v in TINY.items()]
   result = subprocess.run(
       ["bash", "launch/slurm_gpu.sbatch", "configs/demo.py", workdir,
        f"--config.data_dir={data_dir}", *overrides], cwd=ROOT, env=env, timeout=900,
       capture_output=True, text=True)
-  runs = [(result.returncode, (tmp_path / f"task.{i}").read_text()) for i in range(2)]
-  _assert_ok(runs)
-  for _, output in runs:
+  outputs = [(tmp_path / f"task.{i}").read_text() for i in range(2)]
+  assert result.returncode == 0, "\n".join(o[-3000:] for o in outputs) + result.stderr
+  _check_announced(outputs)
+  for output in outputs:
     assert "jax.distributed from SLURM job 4242" in output
     assert "Training from step 0 to 5" in output
   return workdir
@@ -135,26 +105,20 @@ def test_a_slurm_job_of_two_processes_trains_like_one_process(slurm_run, data_di
 def test_sigterm_stops_both_processes_at_one_step_and_resumes_bitwise(
     slurm_run, data_dir, tmp_path, signalled):
   workdir = str(tmp_path / "run")
-  port = _free_port()
-  flags = [[f"--coordinator_address=localhost:{port}", "--num_processes=2",
-            f"--process_id={i}"] for i in range(2)]
   fault = {preemption.FAULT_ENV: "train_step@2:SIGTERM"}
-  runs = _launch(tmp_path, "preempted", workdir, data_dir, flags,
-                 [fault if i in signalled else {} for i in range(2)])
-  _assert_ok(runs)
+  outputs = processes.run_main(tmp_path, workdir, data_dir, TINY, timeout=900,
+                               envs=[fault if i in signalled else {} for i in range(2)],
+                               name="preempted")
   stops = [re.search(r"Preempted \(.*\): checkpoint at step (\d+)", output)
-           for _, output in runs]
-  assert all(stops), [output[-3000:] for _, output in runs]
+           for output in outputs]
+  assert all(stops), [output[-3000:] for output in outputs]
   stop = int(stops[0].group(1))
   assert int(stops[1].group(1)) == stop and 2 <= stop < STEPS
   assert _steps_saved(workdir) == [stop]
 
-  port = _free_port()
-  flags = [[f"--coordinator_address=localhost:{port}", "--num_processes=2",
-            f"--process_id={i}"] for i in range(2)]
-  runs = _launch(tmp_path, "resumed", workdir, data_dir, flags, [{}, {}])
-  _assert_ok(runs)
-  assert all(f"Training from step {stop} to {STEPS}" in output for _, output in runs)
+  outputs = processes.run_main(tmp_path, workdir, data_dir, TINY, timeout=900,
+                               name="resumed")
+  assert all(f"Training from step {stop} to {STEPS}" in output for output in outputs)
   (resumed, step), (uninterrupted, step_s) = _params(workdir), _params(slurm_run)
   assert step == step_s == STEPS
   jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
