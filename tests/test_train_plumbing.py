@@ -40,7 +40,7 @@ def _config(**overrides):
 
 @functools.cache
 def _trainer(task="multi_label", num_devices=4, num_slices=1, **overrides):
-  config = _config(**overrides)
+  config = _config(task=task, **overrides)
   mesh = partitioning.create_mesh(num_devices if num_slices == 1 else -1, num_slices)
   data = types.SimpleNamespace(task=task, num_classes=CLASSES, num_train_examples=1000)
   trainer = train.Trainer(config, mesh, data)
