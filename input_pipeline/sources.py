@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 from typing import Any, Callable
 
 import numpy as np
@@ -57,6 +56,7 @@ from input_pipeline.record_lookup import (  # pylint: disable=unused-import
     LOOKUP_CHUNK, chunked_lookup, lookup_one, python_lookup, share_bounds)
 from input_pipeline.tfds_splits import (  # pylint: disable=unused-import
     MANUAL_FILES, DatasetNotPreparedError, open_tfds_split)
+from xception_jax import paths
 from xception_jax.evaluation import class_weights as weights_io
 
 SINGLE_LABEL = "single_label"
@@ -264,7 +264,7 @@ class FolderSource(Source):
   """root/<split>/<class name>/<image file>; single-label."""
 
   def __init__(self, root: str, splits: dict[str, str | None]):
-    if not tf.io.gfile.isdir(root):
+    if not paths.isdir(root):
       raise FileNotFoundError(
           f"config.dataset = 'folder:{root}': no such directory. Expected "
           "root/<split>/<class name>/<images>.")
@@ -315,7 +315,7 @@ class TfrecordSource(ReaderSource):
   `python -m input_pipeline.convert_tfrecords`)."""
 
   def __init__(self, train_pattern: str, eval_pattern: str | None,
-               num_classes: int | None):
+               num_classes: int | None, index_dir: str | None = None):
     if not num_classes:
       raise ValueError(
           "config.num_classes must be set for a tfrecord_multilabel dataset "
@@ -323,13 +323,13 @@ class TfrecordSource(ReaderSource):
     self.name = TFRECORD_PREFIX + train_pattern
     self.task = MULTI_LABEL
     self.num_classes = int(num_classes)
+    self._index_dir = index_dir
     self._readers = {"train": self._open(train_pattern, "config.dataset")}
     if eval_pattern:
       self._readers["eval"] = self._open(eval_pattern, "config.eval_files")
 
-  @staticmethod
-  def _open(pattern: str, field: str):
-    files = sorted(tf.io.gfile.glob(pattern))
+  def _open(self, pattern: str, field: str):
+    files = record_readers.data_files(pattern)
     if not files:
       raise FileNotFoundError(
           f"{field}: no files match {pattern!r}. Write TFRecords with "
@@ -337,7 +337,7 @@ class TfrecordSource(ReaderSource):
           "the format), convert them with python -m "
           "input_pipeline.convert_tfrecords, or fix the glob.")
     return record_readers.open_records(
-        [record_readers.FileSpan(f) for f in files])
+        [record_readers.FileSpan(f) for f in files], self._index_dir)
 
   def parse(self, record):
     return tfrecord_format.parse_example(record)
@@ -360,12 +360,12 @@ def open_source(config) -> Source:
       raise ValueError(f"{TFRECORD_PREFIX} datasets are multi-label; set "
                        f"config.task = '{MULTI_LABEL}'.")
     return TfrecordSource(dataset[len(TFRECORD_PREFIX):], get("eval_files"),
-                          get("num_classes"))
+                          get("num_classes"), get("record_index_dir"))
   if dataset.startswith(FOLDER_PREFIX):
     if task != SINGLE_LABEL:
       raise ValueError(f"{FOLDER_PREFIX} datasets are single-label; set "
                        f"config.task = '{SINGLE_LABEL}'.")
-    return FolderSource(os.path.expanduser(dataset[len(FOLDER_PREFIX):]),
+    return FolderSource(paths.resolve(dataset[len(FOLDER_PREFIX):]),
                         splits)
   if _base_name(dataset) == EMBEDDED_NAME:
     if task != MULTI_LABEL:

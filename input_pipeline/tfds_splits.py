@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from input_pipeline import record_readers
+from xception_jax import paths
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -56,7 +57,7 @@ def open_tfds_split(builder: tfds.core.DatasetBuilder, name: str, split: str):
     raise DatasetNotPreparedError(_not_prepared_message(builder, name)) from e
   spans = [record_readers.FileSpan(os.fspath(f.filename), f.skip, f.take)
            for f in instructions]
-  if not spans or not all(os.path.isfile(s.path) for s in spans):
+  if not spans or not all(paths.isfile(s.path) for s in spans):
     raise DatasetNotPreparedError(_not_prepared_message(builder, name))
   logging.warning(
       "%s (%s) is prepared as TFRecord: indexing %d file(s) for random access "
