@@ -9,8 +9,9 @@ Remote paths. etils.epath sends `gs://` to TensorFlow's gfile whenever TensorFlo
 installed, and TensorFlow's GCS client cannot be pointed at an emulator (it ignores
 STORAGE_EMULATOR_HOST). Importing this module therefore sets `EPATH_USE_TF=false`
 (unless the user set EPATH_USE_TF), so epath uses fsspec's gcsfs, which honours
-STORAGE_EMULATOR_HOST and the usual Google credentials. Import it before any remote
-path is used (main.py does, first). Orbax's array data goes through TensorStore,
+STORAGE_EMULATOR_HOST and the usual Google credentials, with gcsfs' listing cache off
+(listings must show what other processes wrote). Import it before any remote path is
+used (main.py does, first). Orbax's array data goes through TensorStore,
 which reads TENSORSTORE_GCS_HTTP_URL for an emulator.
 
 Local paths are expanded (`~`) and made absolute; remote ones are kept as written.
@@ -29,6 +30,13 @@ os.environ.setdefault("EPATH_USE_TF", "false")
 _pylogging.getLogger("gcsfs").setLevel(_pylogging.ERROR)
 
 from etils import epath  # pylint: disable=g-import-not-at-top,wrong-import-position
+import fsspec.config  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# gcsfs caches directory listings forever by default, so steps or event files written
+# by another process (another host of a pod, or Orbax's TensorStore in this one) would
+# stay invisible to this one: listings are always asked of the bucket.
+for _protocol in ("gs", "gcs"):
+  fsspec.config.conf.setdefault(_protocol, {}).setdefault("use_listings_cache", False)
 
 PathLike = Union[str, os.PathLike]
 # Seconds a remote path's first check may take before it is reported unreachable.
