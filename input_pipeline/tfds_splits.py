@@ -13,7 +13,6 @@ import os
 from typing import Any
 
 from absl import logging
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from input_pipeline import record_readers
@@ -69,7 +68,7 @@ def open_tfds_split(builder: tfds.core.DatasetBuilder, name: str, split: str):
 
 def _not_prepared_message(builder, name: str) -> str:
   data_dir = os.fspath(builder.data_dir_root)
-  manual_dir = os.path.join(data_dir, "downloads", "manual")
+  manual_dir = paths.join(data_dir, "downloads", "manual")
   files = table_lookup(MANUAL_FILES, name)
   build = (f"tfds build {name} --data_dir={data_dir} --file_format=array_record" +
            (f" --manual_dir={manual_dir}" if files or
@@ -77,7 +76,7 @@ def _not_prepared_message(builder, name: str) -> str:
   msg = f"Dataset {name} is not prepared in {data_dir}."
   if files:
     missing = [f for f in files
-               if not tf.io.gfile.exists(os.path.join(manual_dir, f))]
+               if not paths.exists(paths.join(manual_dir, f))]
     if missing:
       msg += (f" It needs a manual download: put {' and '.join(files)} in "
               f"{manual_dir} (missing: {', '.join(missing)}), then build it "
