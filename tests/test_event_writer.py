@@ -1,4 +1,6 @@
 """xception_jax/event_writer.py: event files that TensorBoard reads, local or in parts."""
+import os
+
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
@@ -68,3 +70,16 @@ def test_unsupported_summaries_say_what_is_supported(tmp_path):
   writer = event_writer.EventWriter(str(tmp_path))
   with pytest.raises(NotImplementedError, match="scalars, texts, histograms"):
     writer.write_images(0, {"x": np.zeros((1, 2, 2, 3))})
+
+
+def test_records_after_the_last_flush_are_written_at_exit(tmp_path):
+  """A writer never flushed nor closed (the trainer's last write after its final
+  flush): the records reach the file when the process exits."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  code = ("from xception_jax import event_writer; "
+          f"w = event_writer.EventWriter({str(tmp_path)!r}); "
+          "w.write_scalars(9, {'a': 9.0})")
+  subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
+  assert _scalars_by_tensorboard(tmp_path)["a"] == {9: 9.0}

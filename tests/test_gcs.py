@@ -222,3 +222,21 @@ def test_an_unreachable_bucket_is_reported_fast(tmp_path):
   assert line.startswith("--workdir: bucket gs://some-bucket did not answer within 3 s")
   assert closed in line
   assert elapsed < 30  # the client's own retries (minutes) do not hold up the exit
+
+
+@pytest.mark.slow
+def test_main_reports_an_unreachable_bucket_in_one_line_and_exits(tmp_path):
+  """main.py with the endpoint on a closed port: exit 2 and one error line, before any
+  compilation, within the 10 s bound plus start-up."""
+  closed = f"http://127.0.0.1:{_free_port()}"
+  start = time.monotonic()
+  code, log = _main(closed, "gs://some-bucket/run", tmp_path, 4, "gs://some-bucket/data")
+  elapsed = time.monotonic() - start
+  assert code == 2, log[-3000:]
+  errors = [line for line in log.splitlines() if line.startswith("error:")]
+  assert errors == [
+      f"error: config.dataset = 'tfrecord_multilabel:gs://some-bucket/data/train-*.tfrecord'"
+      f": bucket gs://some-bucket did not answer within 10 s (STORAGE_EMULATOR_HOST="
+      f"{closed}: is the emulator running?). (--debug shows the traceback)"], log[-3000:]
+  assert "trainable parameters" not in log and elapsed < 90  # stopped before the model
+  assert os.listdir(tmp_path) == []

@@ -17,10 +17,12 @@ xception_jax/paths.py:
 Scalars, texts, histograms and tensor summaries are written as `tf.summary` writes
 them (a tensor with the plugin's metadata), so TensorBoard and tests reading
 `value.tensor` see the same records. Records are buffered and written at `flush()`,
-at `close()`, and at the first write `flush_every_secs` after the last flush.
+at `close()`, at the first write `flush_every_secs` after the last flush, and when
+the process exits.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import struct
@@ -81,6 +83,9 @@ class EventWriter(interface.MetricWriter):
     self._buffer = _Buffer()
     self._records = record_writer.RecordWriter(self._buffer)
     self._add(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+    # Records written after the last flush (e.g. the trainer's final metrics) are
+    # written when the process exits, as tf.summary's writer does.
+    atexit.register(self.flush)
 
   @property
   def directory(self) -> str:
