@@ -25,6 +25,7 @@ Both are safe to call from several threads (tf.data's parallel map does).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import io
@@ -95,8 +96,11 @@ class TFRecordIndex:
   def __init__(self, spans: Sequence[FileSpan], index_dir: Optional[str] = None):
     self._paths, self._readers = [], []
     offsets, lengths, files = [], [], []
-    for file_id, span in enumerate(spans):
-      starts, sizes = load_or_build_index(span.path, index_dir)
+    # Files are indexed (or their stored indexes loaded) concurrently: on a bucket
+    # each costs a few requests, which would add up over thousands of shards.
+    with concurrent.futures.ThreadPoolExecutor(INDEX_THREADS) as pool:
+      indexes = list(pool.map(lambda s: load_or_build_index(s.path, index_dir), spans))
+    for file_id, (span, (starts, sizes)) in enumerate(zip(spans, indexes)):
       end = len(starts) if span.take is None else span.skip + span.take
       if span.skip < 0 or end > len(starts):
         raise ValueError(
@@ -154,6 +158,7 @@ def scan_tfrecord(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 INDEX_SUFFIX = ".offsets.npz"
+INDEX_THREADS = 16  # Files indexed at once.
 _INDEX_VERSION = 1
 
 
@@ -172,9 +177,10 @@ def load_or_build_index(path: str, index_dir: Optional[str] = None
   """(payload offsets, payload lengths) of a TFRecord file: the stored index when
   it was built from the file as it is now (same size and modification time), else
   scanned (`scan_tfrecord`) and stored for the next start and the other processes."""
-  if not paths.isfile(path):
-    raise FileNotFoundError(f"{path}: no such TFRecord file.")
-  size, mtime = paths.stat_key(path)
+  try:
+    size, mtime = paths.stat_key(path)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{path}: no such TFRecord file.") from None
   stored = index_path(path, index_dir)
   try:
     with np.load(io.BytesIO(paths.read_bytes(stored))) as index:
@@ -215,9 +221,8 @@ def _write_whole(path: str, data: bytes) -> None:
 
 def data_files(pattern: str) -> list[str]:
   """The record files a glob names, sorted; stored offset indexes beside them
-  (`*.offsets.npz`) and directories are left out."""
-  return [f for f in paths.glob(pattern)
-          if not f.endswith(INDEX_SUFFIX) and not paths.isdir(f)]
+  (`*.offsets.npz`) are left out."""
+  return [f for f in paths.glob(pattern) if not f.endswith(INDEX_SUFFIX)]
 
 
 def open_records(spans: Sequence[FileSpan], index_dir: Optional[str] = None):
