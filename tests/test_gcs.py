@@ -240,3 +240,26 @@ def test_main_reports_an_unreachable_bucket_in_one_line_and_exits(tmp_path):
       f"{closed}: is the emulator running?). (--debug shows the traceback)"], log[-3000:]
   assert "trainable parameters" not in log and elapsed < 90  # stopped before the model
   assert os.listdir(tmp_path) == []
+
+
+def test_orbax_skips_and_removes_an_unfinished_step_in_the_bucket(emulator):
+  """On GCS a step is finished when it holds commit_success.txt: one without it (a
+  killed save) is not listed, and a writing manager removes it when it opens."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from xception_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  root = f"gs://{BUCKET}/orbax/checkpoints"
+  manager = checkpointing.create_manager(root, asynchronous=False)
+  checkpointing.save(manager, 1, variables={"params": {"w": jnp.arange(3.0)},
+                                            "batch_stats": {}},
+                     model_config={"num_classes": 3}, force=True)
+  manager.close()
+  assert paths.isfile(f"{root}/1/commit_success.txt")
+  paths.write_bytes(f"{root}/2/variables/half_written", b"x")  # no commit_success.txt
+  assert checkpointing.latest_step(root) == 1  # read-only: listed steps only
+  assert paths.exists(f"{root}/2/variables/half_written")  # and left alone
+  checkpointing.create_manager(root, asynchronous=False).close()
+  assert paths.listdir(root) == ["1"]
+  variables, _, step = checkpointing.load_variables(root)
+  assert step == 1
+  np.testing.assert_array_equal(jax.device_get(variables["params"]["w"]), [0.0, 1.0, 2.0])
