@@ -83,3 +83,14 @@ def test_records_after_the_last_flush_are_written_at_exit(tmp_path):
           "w.write_scalars(9, {'a': 9.0})")
   subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
   assert _scalars_by_tensorboard(tmp_path)["a"] == {9: 9.0}
+
+
+def test_two_writers_of_one_process_write_two_files(tmp_path):
+  """A resumed run in the same process (tests, the study) gets its own event file."""
+  for step in (1, 2):
+    writer = event_writer.EventWriter(str(tmp_path))
+    writer.write_scalars(step, {"a": float(step)})
+    writer.close()
+  files = runs.event_files(str(tmp_path))
+  assert len(files) == 2
+  assert [sorted(runs.read_scalars([f])["a"]) for f in files] == [[1], [2]]

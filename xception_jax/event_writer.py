@@ -6,11 +6,11 @@ whose GCS client cannot be pointed at an emulator or at any endpoint but Google'
 TFRecords itself (tensorboard's RecordWriter) and writes the bytes through
 xception_jax/paths.py:
 
-  local directory   one file, `events.out.tfevents.<time>.<host>.<pid>.v2`,
+  local directory   one file, `events.out.tfevents.<time>.<host>.<pid>.<n>.v2`,
                     appended at every flush (as tf.summary does);
   remote directory  an object store cannot append, so every flush writes the records
                     since the previous flush as a new whole object,
-                    `events.out.tfevents.<time>.<host>.<pid>.<part 6 digits>.v2`.
+                    `events.out.tfevents.<time>.<host>.<pid>.<n>.<part 6 digits>.v2`.
                     TensorBoard reads the files of a directory in name order, so the
                     parts read as one file.
 
@@ -23,6 +23,7 @@ the process exits.
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import socket
 import struct
@@ -46,6 +47,7 @@ from tensorboard.util import tensor_util
 from xception_jax import paths
 
 PREFIX = "events.out.tfevents."
+_WRITER_IDS = itertools.count()
 _HEADER = struct.Struct("<QI")
 
 
@@ -75,7 +77,10 @@ class EventWriter(interface.MetricWriter):
     self._dir = paths.resolve(logdir)
     paths.makedirs(self._dir)
     self._parts = paths.is_remote(self._dir) if parts is None else parts
-    self._base = f"{PREFIX}{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+    # Unique per writer, as tf.summary's names are (two runs in one process in the
+    # same second must not share a file).
+    self._base = (f"{PREFIX}{int(time.time()):010d}.{socket.gethostname()}."
+                  f"{os.getpid()}.{next(_WRITER_IDS)}")
     self._part = 0
     self._flush_every_secs = flush_every_secs
     self._last_flush = time.monotonic()
