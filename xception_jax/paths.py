@@ -1,9 +1,12 @@
 """One path layer for every path a user gives: local files and `gs://` (any fsspec URI).
 
 Everything the project reads or writes on a user path (workdir, checkpoints, events,
-config.json, data_dir, TFRecord/ArrayRecord files, eval_files, class_weights_file,
-folder:, init_from, predict's and the converters' files, the report tool) goes
-through these functions, which are `etils.epath` underneath (the layer Orbax uses).
+config.json, TFRecord files and their offset indexes, eval_files, class_weights_file,
+init_from, predict's and the converters' files, the report tool) goes through these
+functions, which are `etils.epath` underneath (the layer Orbax uses); validation
+checks data_dir, folder: roots and the rest through them too. Read by other
+libraries: tfds datasets (data_dir) and folder: images (TensorFlow's file system),
+ArrayRecord files (the array_record package, local files only).
 
 Remote paths. etils.epath sends `gs://` to TensorFlow's gfile whenever TensorFlow is
 installed, and TensorFlow's GCS client cannot be pointed at an emulator (it ignores
