@@ -203,6 +203,20 @@ def test_missing_remote_paths_are_one_line_errors(emulator):
   with pytest.raises(validation.ConfigError, match="bucket gs://no-such-bucket does not "
                      "exist"):
     validation.validate(config, "gs://no-such-bucket/run")
+  # The other path fields, each missing in the (existing) bucket.
+  missing = f"gs://{BUCKET}/missing"
+  for field, value, expected in [
+      ("class_weights_file", f"{missing}/weights.txt", "no such file"),
+      ("init_from", f"{missing}/run", "no such directory"),
+      ("eval_files", f"{missing}/eval-*.tfrecord", "no file matches")]:
+    config = demo.get_config()
+    config.update_from_flattened_dict({**TINY, **_data_fields(f"gs://{BUCKET}/present")})
+    config.update_from_flattened_dict({field: value})
+    for name in ("train-0.tfrecord", "eval-0.tfrecord"):  # the other globs match
+      paths.write_bytes(f"gs://{BUCKET}/present/{name}", b"")
+    with pytest.raises(validation.ConfigError) as info:
+      validation.validate(config)
+    assert str(info.value).startswith(f"config.{field} = {value!r}: {expected}")
 
 
 def test_an_unreachable_bucket_is_reported_fast(tmp_path):
