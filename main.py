@@ -24,6 +24,8 @@ from absl import app, flags, logging  # pylint: disable=wrong-import-position
 from ml_collections import config_flags  # pylint: disable=wrong-import-position
 
 from xception_jax import logs  # pylint: disable=wrong-import-position
+# Before any gs:// path is used: remote paths through gcsfs (xception_jax/paths.py).
+from xception_jax import paths  # pylint: disable=wrong-import-position,unused-import
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")

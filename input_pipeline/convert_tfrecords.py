@@ -9,9 +9,10 @@ the train stream and the eval `index`, are unchanged. Records are copied as byte
 
   config.dataset = "tfrecord_multilabel:OUT_DIR/train-*.array_record"
 
-TFRecord files are also read directly (through a record-offset index built at
-every start by reading each record's header); conversion removes that start-up
-scan and suits corpora of millions of records or remote file systems.
+TFRecord files are also read directly (through a record-offset index built once
+by reading each record's header, stored beside them); conversion suits corpora of
+millions of records on a local disk. IN_GLOB may be remote (gs://...); OUT_DIR must
+be local (the array_record package writes local files only).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import argparse
 import os
 import time
 
-import tensorflow as tf
+from input_pipeline import record_readers
+from xception_jax import paths
 
 # One record per chunk: reading record i touches only record i.
 WRITER_OPTIONS = "group_size:1"
@@ -35,7 +37,10 @@ def output_path(path: str, out_dir: str) -> str:
 def convert(in_glob: str, out_dir: str) -> list[tuple[str, int]]:
   """Writes one ArrayRecord file per TFRecord file; returns (path, count)s."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  files = sorted(tf.io.gfile.glob(in_glob))
+  if paths.is_remote(out_dir):
+    raise ValueError(f"OUT_DIR {out_dir!r}: ArrayRecord files are written to a local "
+                     "directory only; convert locally, then copy them.")
+  files = record_readers.data_files(in_glob)
   if not files:
     raise FileNotFoundError(f"No files match {in_glob!r}.")
   os.makedirs(out_dir, exist_ok=True)
@@ -44,10 +49,12 @@ def convert(in_glob: str, out_dir: str) -> list[tuple[str, int]]:
     out = output_path(path, out_dir)
     tmp = out + ".incomplete"
     writer = array_record_module.ArrayRecordWriter(tmp, WRITER_OPTIONS)
-    count = 0
-    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-      writer.write(record)
-      count += 1
+    offsets, lengths = record_readers.scan_tfrecord(path)
+    reader = paths.RangeReader(path)
+    for offset, length in zip(offsets, lengths):
+      writer.write(reader.read(int(offset), int(length)))
+    reader.close()
+    count = len(offsets)
     writer.close()
     os.replace(tmp, out)
     written.append((out, count))

@@ -31,6 +31,10 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.task = "multi_label"  # "single_label" | "multi_label".
   c.num_classes = config_dict.placeholder(int)  # None: the dataset's; if set, must match it.
   c.class_weights_file = config_dict.placeholder(str)  # One weight per line; multi-label evaluation.
+  # Where the TFRecord offset indexes are stored (input_pipeline/record_readers.py):
+  # None = beside each file (<file>.offsets.npz); set a writable directory (local or
+  # gs://) when the data's directory is read-only. Built once, reused by every start.
+  c.record_index_dir = config_dict.placeholder(str)
 
   # Batches (global; each process loads batch_size // process_count).
   c.batch_size = 64

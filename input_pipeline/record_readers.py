@@ -8,24 +8,35 @@ contributing its `take` records after skipping `skip`).
   ArrayRecordFiles   ArrayRecord files (tfds `file_format='array_record'`, or files
                      written by `python -m input_pipeline.convert_tfrecords`): native
                      random access through the array_record package.
-  TFRecordIndex      TFRecord files: a record-offset index built by reading every
-                     record's 12-byte header once (no payload is read), then one
-                     positioned read (`os.pread`) per record. Building the index
-                     touches every record, so for large corpora convert them to
-                     ArrayRecord once instead (docs/DATA.md).
+  TFRecordIndex      TFRecord files (local or remote, e.g. gs://): a record-offset
+                     index, then one positioned read per record (`os.pread`, or one
+                     ranged request on a bucket). The index of a file is built once
+                     by reading every record's 12-byte header, and stored beside the
+                     file (`<file>.offsets.npz`) or in `index_dir`
+                     (config.record_index_dir) with the file's size and modification
+                     time; every later start and every process loads it instead,
+                     and rebuilds it only when the file changed.
+
+Paths go through xception_jax/paths.py. ArrayRecord files are read by the
+array_record package, which reads local files only.
 
 Both are safe to call from several threads (tf.data's parallel map does).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import hashlib
+import io
 import os
 import struct
-from typing import Sequence
+from typing import Optional, Sequence
 
 from absl import logging
 import numpy as np
+
+from xception_jax import paths
 
 _HEADER = struct.Struct("<QI")  # Record length, masked CRC32C of the length.
 _FOOTER_BYTES = 4  # Masked CRC32C of the payload.
@@ -48,6 +59,12 @@ class ArrayRecordFiles:
   """Records of ArrayRecord files, by id."""
 
   def __init__(self, spans: Sequence[FileSpan]):
+    remote = [s.path for s in spans if paths.is_remote(s.path)]
+    if remote:
+      raise ValueError(
+          f"{remote[0]}: the ArrayRecord reader reads local files only; copy the "
+          "shards to a local disk, or keep TFRecord files in the bucket (read "
+          "through a stored offset index, docs/DATA.md).")
     # Imported here: only this reader needs the package.
     from array_record.python import array_record_data_source as ards  # pylint: disable=g-import-not-at-top
     instructions = []
@@ -76,11 +93,14 @@ def _array_record_length(ards, path: str) -> int:
 class TFRecordIndex:
   """Records of TFRecord files, by id, through a record-offset index."""
 
-  def __init__(self, spans: Sequence[FileSpan]):
-    self._paths, self._fds = [], []
+  def __init__(self, spans: Sequence[FileSpan], index_dir: Optional[str] = None):
+    self._paths, self._readers = [], []
     offsets, lengths, files = [], [], []
-    for file_id, span in enumerate(spans):
-      starts, sizes = scan_tfrecord(span.path)
+    # Files are indexed (or their stored indexes loaded) concurrently: on a bucket
+    # each costs a few requests, which would add up over thousands of shards.
+    with concurrent.futures.ThreadPoolExecutor(INDEX_THREADS) as pool:
+      indexes = list(pool.map(lambda s: load_or_build_index(s.path, index_dir), spans))
+    for file_id, (span, (starts, sizes)) in enumerate(zip(spans, indexes)):
       end = len(starts) if span.take is None else span.skip + span.take
       if span.skip < 0 or end > len(starts):
         raise ValueError(
@@ -93,7 +113,7 @@ class TFRecordIndex:
     self._offsets = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
     self._lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     self._files = np.concatenate(files) if files else np.zeros(0, np.int32)
-    self._fds = [os.open(p, os.O_RDONLY) for p in self._paths]
+    self._readers = [paths.RangeReader(p) for p in self._paths]
 
   def __len__(self) -> int:
     return len(self._offsets)
@@ -102,15 +122,8 @@ class TFRecordIndex:
     i = int(i)
     if not 0 <= i < len(self._offsets):
       raise IndexError(f"record id {i} not in [0, {len(self._offsets)}).")
-    fd = self._fds[self._files[i]]
-    return os.pread(fd, int(self._lengths[i]), int(self._offsets[i]))
-
-  def __del__(self):
-    for fd in getattr(self, "_fds", ()):
-      try:
-        os.close(fd)
-      except OSError:
-        pass
+    return self._readers[self._files[i]].read(int(self._offsets[i]),
+                                              int(self._lengths[i]))
 
 
 def scan_tfrecord(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -119,15 +132,12 @@ def scan_tfrecord(path: str) -> tuple[np.ndarray, np.ndarray]:
   Reads 12 bytes per record and seeks over the payload; raises ValueError naming
   the file when it ends inside a record (a truncated or non-TFRecord file).
   """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f"{path}: the TFRecord reader needs a local (or mounted) file; copy the "
-        "shards locally or convert them: python -m input_pipeline."
-        "convert_tfrecords IN_GLOB OUT_DIR.")
-  size = os.path.getsize(path)
+  if not paths.isfile(path):
+    raise FileNotFoundError(f"{path}: no such TFRecord file.")
+  size = paths.size(path)
   offsets, lengths = [], []
   position = 0
-  with open(path, "rb", buffering=1 << 16) as f:
+  with paths.open(path, "rb") as f:
     while position < size:
       header = f.read(_HEADER.size)
       if len(header) < _HEADER.size:
@@ -147,8 +157,77 @@ def scan_tfrecord(path: str) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(offsets, np.int64), np.asarray(lengths, np.int64)
 
 
-def open_records(spans: Sequence[FileSpan]):
-  """The reader for these files (all ArrayRecord, or all TFRecord)."""
+INDEX_SUFFIX = ".offsets.npz"
+INDEX_THREADS = 16  # Files indexed at once.
+_INDEX_VERSION = 1
+
+
+def index_path(path: str, index_dir: Optional[str] = None) -> str:
+  """Where the offset index of a TFRecord file is stored: beside it, or in
+  `index_dir` under a name unique to the file's full path."""
+  path = paths.resolve(path)
+  if not index_dir:
+    return path + INDEX_SUFFIX
+  digest = hashlib.sha1(path.encode()).hexdigest()[:16]
+  return paths.join(index_dir, f"{paths.basename(path)}-{digest}{INDEX_SUFFIX}")
+
+
+def load_or_build_index(path: str, index_dir: Optional[str] = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """(payload offsets, payload lengths) of a TFRecord file: the stored index when
+  it was built from the file as it is now (same size and modification time), else
+  scanned (`scan_tfrecord`) and stored for the next start and the other processes."""
+  try:
+    size, mtime = paths.stat_key(path)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{path}: no such TFRecord file.") from None
+  stored = index_path(path, index_dir)
+  try:
+    with np.load(io.BytesIO(paths.read_bytes(stored))) as index:
+      if (int(index["version"]) == _INDEX_VERSION and int(index["size"]) == size
+          and int(index["mtime"]) == mtime):
+        return index["offsets"], index["lengths"]
+    logging.info("Offset index %s is stale (the file changed); rebuilding it.", stored)
+  except FileNotFoundError:
+    pass
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("Offset index %s unreadable (%s); rebuilding it.", stored, e)
+  offsets, lengths = scan_tfrecord(path)
+  buffer = io.BytesIO()
+  np.savez(buffer, version=_INDEX_VERSION, size=size, mtime=mtime, offsets=offsets,
+           lengths=lengths)
+  try:
+    _write_whole(stored, buffer.getvalue())
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning(
+        "Could not store the offset index of %s at %s (%s: %s); it will be rebuilt "
+        "at every start. Set config.record_index_dir to a writable directory.", path,
+        stored, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+  return offsets, lengths
+
+
+def _write_whole(path: str, data: bytes) -> None:
+  """Writes a file so that a reader sees the old one or the whole new one: a
+  remote object is written in one piece; a local file is renamed into place."""
+  paths.makedirs(paths.parent(path))
+  if paths.is_remote(path):
+    paths.write_bytes(path, data)
+    return
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def data_files(pattern: str) -> list[str]:
+  """The record files a glob names, sorted; stored offset indexes beside them
+  (`*.offsets.npz`) are left out."""
+  return [f for f in paths.glob(pattern) if not f.endswith(INDEX_SUFFIX)]
+
+
+def open_records(spans: Sequence[FileSpan], index_dir: Optional[str] = None):
+  """The reader for these files (all ArrayRecord, or all TFRecord; a TFRecord
+  file's offset index is stored beside it, or in `index_dir`)."""
   kinds = {is_array_record(s.path) for s in spans}
   if len(kinds) > 1:
     raise ValueError(
@@ -156,4 +235,4 @@ def open_records(spans: Sequence[FileSpan]):
         f"{[s.path for s in spans][:4]}...; use one format per split.")
   if kinds == {True}:
     return ArrayRecordFiles(spans)
-  return TFRecordIndex(spans)
+  return TFRecordIndex(spans, index_dir)

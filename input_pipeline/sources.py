@@ -9,6 +9,10 @@ inside a tf.data map over chunks of ids (one Python call per chunk, not per reco
 `{"image": encoded bytes, "label": int64 []}` (single-label) or
 `{"image": encoded bytes, "labels": int64 [n]}` (multi-label).
 
+The lookup machinery (record ids -> records a chunk at a time, process shares) is
+in record_lookup.py; opening a prepared tfds split (or saying how to prepare it)
+in tfds_splits.py. Their names stay importable from here.
+
 Readers (record_readers.py): tfds datasets prepared as ArrayRecord are read through
 `builder.as_data_source` (raw bytes, deserialised by tfds' own graph code);
 datasets prepared as TFRecord the old way, and TFRecord corpora, through a
@@ -35,10 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 from typing import Any, Callable
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -46,7 +48,15 @@ import tensorflow_datasets as tfds
 from input_pipeline import defaults
 from input_pipeline import embedded_shapes
 from input_pipeline import record_readers
+from input_pipeline import tfds_splits
 from input_pipeline import tfrecord_format
+# The lookup machinery and the opening of prepared tfds splits live in their own
+# files; their names stay importable from here.
+from input_pipeline.record_lookup import (  # pylint: disable=unused-import
+    LOOKUP_CHUNK, chunked_lookup, lookup_one, python_lookup, share_bounds)
+from input_pipeline.tfds_splits import (  # pylint: disable=unused-import
+    MANUAL_FILES, DatasetNotPreparedError, open_tfds_split)
+from xception_jax import paths
 from xception_jax.evaluation import class_weights as weights_io
 
 SINGLE_LABEL = "single_label"
@@ -55,6 +65,8 @@ TASKS = (SINGLE_LABEL, MULTI_LABEL)
 FOLDER_PREFIX = "folder:"
 TFRECORD_PREFIX = "tfrecord_multilabel:"
 EMBEDDED_NAME = "embedded_shapes"
+_base_name = tfds_splits.base_name
+_lookup = tfds_splits.table_lookup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,24 +95,6 @@ MULTI_LABEL_DATASETS: dict[str, MultiLabelSpec] = {
     EMBEDDED_NAME: MultiLabelSpec("labels"),
 }
 
-# Datasets whose archives a person must download; checked before anything else.
-MANUAL_FILES: dict[str, tuple[str, ...]] = {
-    "imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
-}
-
-
-class DatasetNotPreparedError(FileNotFoundError):
-  """A tfds dataset is not built in data_dir (the message says how to)."""
-
-
-def _base_name(name: str) -> str:
-  return name.split(":")[0].split("/")[0]
-
-
-def _lookup(table: dict[str, Any], name: str) -> Any:
-  full = name.split(":")[0]
-  return table.get(full, table.get(_base_name(name)))
-
 
 def _get_path(tree: Any, path: str) -> Any:
   if isinstance(tree, dict) and path in tree:
@@ -120,66 +114,6 @@ def _nested_true(paths: list[str]) -> dict:
       node = node.setdefault(part, {})
     node[parts[-1]] = True
   return out
-
-
-def share_bounds(num_examples: int, process_index: int,
-                 process_count: int) -> tuple[int, int]:
-  """[start, end) of a process's run of a split (tfds.even_splits' rule)."""
-  base, extra = divmod(num_examples, process_count)
-  start = process_index * base + min(process_index, extra)
-  return start, start + base + (1 if process_index < extra else 0)
-
-
-# Record ids read per lookup call. A reader backed by Python takes the GIL and
-# crosses into Python once per call; per record, that cost the parallel decoders
-# 10% of their throughput (docs/PERFORMANCE.md, "Train stream").
-LOOKUP_CHUNK = 32
-
-
-def python_lookup(reader) -> Callable[[tf.Tensor], tf.Tensor]:
-  """A graph function: record ids (int64 [n]) -> their bytes (string [n]), read by
-  `reader` (`len`, `reader[i]`) in one Python call.
-
-  A record that cannot be read comes back empty (b""), which fails to parse: it is
-  skipped like an undecodable one, without failing the other records of its call.
-  """
-
-  def read(i: int) -> bytes:
-    try:
-      return reader[i]
-    except Exception as e:  # pylint: disable=broad-except
-      if isinstance(e, IndexError) and not 0 <= i < len(reader):
-        raise  # A bug, not bad data.
-      logging.log_every_n_seconds(
-          logging.WARNING, "Record %d could not be read (%s: %s); it is skipped.",
-          60, i, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-      return b""
-
-  def fetch(ids):
-    records = np.empty([len(ids)], dtype=object)
-    records[:] = [read(int(i)) for i in ids]
-    return records
-
-  def lookup(record_ids):
-    records = tf.numpy_function(fetch, [record_ids], tf.string, stateful=False)
-    records.set_shape(record_ids.shape)
-    return records
-
-  return lookup
-
-
-def lookup_one(lookup: Callable, record_id: tf.Tensor) -> Any:
-  """The record of one id (int64 scalar) through a vector `lookup`."""
-  records = lookup(tf.reshape(tf.cast(record_id, tf.int64), [1]))
-  return tf.nest.map_structure(lambda t: t[0], records)
-
-
-def chunked_lookup(ids: tf.data.Dataset, lookup: Callable) -> tf.data.Dataset:
-  """A dataset of record ids (int64 scalars) -> (id, record) pairs in the same
-  order, looked up LOOKUP_CHUNK ids at a time."""
-  return ids.batch(LOOKUP_CHUNK).map(
-      lambda chunk: (chunk, lookup(chunk)), num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True).unbatch()
 
 
 class Source:
@@ -322,57 +256,6 @@ class TfdsSource(ReaderSource):
     return None
 
 
-def open_tfds_split(builder: tfds.core.DatasetBuilder, name: str, split: str):
-  """Raw-bytes random access to a prepared tfds split (`len`, `[id]`): its
-  ArrayRecord data source, or a TFRecord index for TFRecord builds. Raises
-  DatasetNotPreparedError (saying how to build it) when it is not there."""
-  try:
-    return builder.as_data_source(
-        split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
-  except NotImplementedError:
-    pass  # Not prepared, or prepared as TFRecord.
-  try:
-    instructions = builder.info.splits[split].file_instructions
-  except (KeyError, ValueError, AssertionError) as e:
-    raise DatasetNotPreparedError(_not_prepared_message(builder, name)) from e
-  spans = [record_readers.FileSpan(os.fspath(f.filename), f.skip, f.take)
-           for f in instructions]
-  if not spans or not all(os.path.isfile(s.path) for s in spans):
-    raise DatasetNotPreparedError(_not_prepared_message(builder, name))
-  logging.warning(
-      "%s (%s) is prepared as TFRecord: indexing %d file(s) for random access "
-      "(reads every record header once per start). For large datasets "
-      "prepare it as ArrayRecord instead (docs/DATA.md).", name, split,
-      len(spans))
-  return record_readers.TFRecordIndex(spans)
-
-
-def _not_prepared_message(builder, name: str) -> str:
-  data_dir = os.fspath(builder.data_dir_root)
-  manual_dir = os.path.join(data_dir, "downloads", "manual")
-  files = _lookup(MANUAL_FILES, name)
-  build = (f"tfds build {name} --data_dir={data_dir} --file_format=array_record" +
-           (f" --manual_dir={manual_dir}" if files or
-            builder.MANUAL_DOWNLOAD_INSTRUCTIONS else ""))
-  msg = f"Dataset {name} is not prepared in {data_dir}."
-  if files:
-    missing = [f for f in files
-               if not tf.io.gfile.exists(os.path.join(manual_dir, f))]
-    if missing:
-      msg += (f" It needs a manual download: put {' and '.join(files)} in "
-              f"{manual_dir} (missing: {', '.join(missing)}), then build it "
-              f"once with: {build}")
-    else:
-      msg += f" The archives are in {manual_dir}; build it once with: {build}"
-  elif builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
-    msg += (f" It needs a manual download into {manual_dir}:\n"
-            f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}\nthen build it once with: "
-            f"{build}")
-  else:
-    msg += f" Build it once with: {build}"
-  return msg + " (or point config.data_dir at the directory holding it)."
-
-
 # ----------------------------------------------------------------------------
 # A folder of images (tfds.folder_dataset.ImageFolder layout).
 
@@ -381,7 +264,7 @@ class FolderSource(Source):
   """root/<split>/<class name>/<image file>; single-label."""
 
   def __init__(self, root: str, splits: dict[str, str | None]):
-    if not tf.io.gfile.isdir(root):
+    if not paths.isdir(root):
       raise FileNotFoundError(
           f"config.dataset = 'folder:{root}': no such directory. Expected "
           "root/<split>/<class name>/<images>.")
@@ -432,7 +315,7 @@ class TfrecordSource(ReaderSource):
   `python -m input_pipeline.convert_tfrecords`)."""
 
   def __init__(self, train_pattern: str, eval_pattern: str | None,
-               num_classes: int | None):
+               num_classes: int | None, index_dir: str | None = None):
     if not num_classes:
       raise ValueError(
           "config.num_classes must be set for a tfrecord_multilabel dataset "
@@ -440,13 +323,13 @@ class TfrecordSource(ReaderSource):
     self.name = TFRECORD_PREFIX + train_pattern
     self.task = MULTI_LABEL
     self.num_classes = int(num_classes)
+    self._index_dir = index_dir
     self._readers = {"train": self._open(train_pattern, "config.dataset")}
     if eval_pattern:
       self._readers["eval"] = self._open(eval_pattern, "config.eval_files")
 
-  @staticmethod
-  def _open(pattern: str, field: str):
-    files = sorted(tf.io.gfile.glob(pattern))
+  def _open(self, pattern: str, field: str):
+    files = record_readers.data_files(pattern)
     if not files:
       raise FileNotFoundError(
           f"{field}: no files match {pattern!r}. Write TFRecords with "
@@ -454,7 +337,7 @@ class TfrecordSource(ReaderSource):
           "the format), convert them with python -m "
           "input_pipeline.convert_tfrecords, or fix the glob.")
     return record_readers.open_records(
-        [record_readers.FileSpan(f) for f in files])
+        [record_readers.FileSpan(f) for f in files], self._index_dir)
 
   def parse(self, record):
     return tfrecord_format.parse_example(record)
@@ -477,12 +360,12 @@ def open_source(config) -> Source:
       raise ValueError(f"{TFRECORD_PREFIX} datasets are multi-label; set "
                        f"config.task = '{MULTI_LABEL}'.")
     return TfrecordSource(dataset[len(TFRECORD_PREFIX):], get("eval_files"),
-                          get("num_classes"))
+                          get("num_classes"), get("record_index_dir"))
   if dataset.startswith(FOLDER_PREFIX):
     if task != SINGLE_LABEL:
       raise ValueError(f"{FOLDER_PREFIX} datasets are single-label; set "
                        f"config.task = '{SINGLE_LABEL}'.")
-    return FolderSource(os.path.expanduser(dataset[len(FOLDER_PREFIX):]),
+    return FolderSource(paths.resolve(dataset[len(FOLDER_PREFIX):]),
                         splits)
   if _base_name(dataset) == EMBEDDED_NAME:
     if task != MULTI_LABEL:

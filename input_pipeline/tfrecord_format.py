@@ -48,6 +48,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from xception_jax import paths as xpaths  # "paths" names shard lists here
+
 IMAGE_KEY = "image/encoded"
 LABELS_KEY = "image/labels"
 COUNTS_FILENAME = "record_counts.json"
@@ -110,7 +112,7 @@ def write_examples(path_pattern: str, examples: Iterable[Mapping[str, Any]],
     raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
   examples = list(examples)
   paths = shard_paths(path_pattern, num_shards)
-  os.makedirs(os.path.dirname(os.path.abspath(paths[0])), exist_ok=True)
+  xpaths.makedirs(xpaths.parent(paths[0]))
   bounds = np.linspace(0, len(examples), num_shards + 1).round().astype(int)
   counts = {}
   for path, start, end in zip(paths, bounds[:-1], bounds[1:]):
@@ -118,7 +120,7 @@ def write_examples(path_pattern: str, examples: Iterable[Mapping[str, Any]],
       for ex in examples[start:end]:
         writer.write(serialize_example(ex["image"], ex["labels"], image_format))
     counts[os.path.basename(path)] = int(end - start)
-  write_record_counts(os.path.dirname(os.path.abspath(paths[0])), counts)
+  write_record_counts(xpaths.parent(paths[0]), counts)
   return paths
 
 
@@ -127,27 +129,28 @@ def write_raw_records(path: str, records: Sequence[bytes]) -> None:
   with tf.io.TFRecordWriter(path) as writer:
     for r in records:
       writer.write(r)
-  write_record_counts(os.path.dirname(os.path.abspath(path)),
-                      {os.path.basename(path): len(records)})
+  write_record_counts(xpaths.parent(path), {xpaths.basename(path): len(records)})
 
 
 def write_record_counts(directory: str, counts: Mapping[str, int]) -> None:
   """Merges {file name: record count} into the directory's counts file."""
-  path = os.path.join(directory, COUNTS_FILENAME)
+  path = xpaths.join(directory, COUNTS_FILENAME)
   merged = read_record_counts(directory)
   merged.update({k: int(v) for k, v in counts.items()})
+  text = json.dumps(merged, indent=1, sort_keys=True)
+  if xpaths.is_remote(path):  # An object is written whole.
+    xpaths.write_text(path, text)
+    return
   tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump(merged, f, indent=1, sort_keys=True)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  xpaths.write_text(tmp, text)
+  os.replace(tmp, path)
 
 
 def read_record_counts(directory: str) -> dict[str, int]:
-  path = os.path.join(directory, COUNTS_FILENAME)
-  if not tf.io.gfile.exists(path):
+  path = xpaths.join(directory, COUNTS_FILENAME)
+  if not xpaths.exists(path):
     return {}
-  with tf.io.gfile.GFile(path) as f:
-    return {k: int(v) for k, v in json.load(f).items()}
+  return {k: int(v) for k, v in json.loads(xpaths.read_text(path)).items()}
 
 
 def count_records(path: str) -> int:
@@ -158,7 +161,8 @@ def count_records(path: str) -> int:
 
 def list_shards(pattern: str) -> tuple[list[str], list[int]]:
   """The sorted files matching `pattern` and their record counts."""
-  files = sorted(tf.io.gfile.glob(pattern))
+  files = [f for f in xpaths.glob(pattern)
+           if not f.endswith((".offsets.npz", COUNTS_FILENAME))]
   if not files:
     raise FileNotFoundError(
         f"No TFRecord files match {pattern!r}. Write them with "
@@ -167,7 +171,7 @@ def list_shards(pattern: str) -> tuple[list[str], list[int]]:
   counts = []
   cache: dict[str, dict[str, int]] = {}
   for f in files:
-    directory = os.path.dirname(f)
+    directory = xpaths.parent(f)
     if directory not in cache:
       cache[directory] = read_record_counts(directory)
     n = cache[directory].get(os.path.basename(f))

@@ -42,6 +42,8 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from xception_jax import paths
+
 NAME = "voc_segmentation"
 ARCHIVE = "VOCtrainval_11-May-2012.tar"
 SBD_ARCHIVE = "SegmentationClassAug.zip"
@@ -97,17 +99,17 @@ class VocSegmentation(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     manual_dir = os.fspath(dl_manager._manual_dir)  # pylint: disable=protected-access
-    path = os.path.join(manual_dir, ARCHIVE)
-    if not os.path.exists(path):
+    path = paths.join(manual_dir, ARCHIVE)
+    if not paths.exists(path):
       raise FileNotFoundError(missing_archive_message(manual_dir))
-    with tarfile.open(path) as tar:
+    with paths.open(path, "rb") as f, tarfile.open(fileobj=f) as tar:
       ids = {split: _read_ids(tar, f"{_ROOT}ImageSets/Segmentation/{split}.txt")
              for split in ("train", "val")}
     splits = {"train": self._generate_examples(path, ids["train"], None),
               "validation": self._generate_examples(path, ids["val"], None)}
-    sbd = os.path.join(manual_dir, SBD_ARCHIVE)
-    if os.path.exists(sbd):
-      with zipfile.ZipFile(sbd) as z:
+    sbd = paths.join(manual_dir, SBD_ARCHIVE)
+    if paths.exists(sbd):
+      with paths.open(sbd, "rb") as f, zipfile.ZipFile(f) as z:
         sbd_ids = {os.path.splitext(os.path.basename(n))[0] for n in z.namelist()
                    if n.endswith(".png")}
       aug = sorted((sbd_ids | set(ids["train"])) - set(ids["val"]))
@@ -115,8 +117,9 @@ class VocSegmentation(tfds.core.GeneratorBasedBuilder):
     return splits
 
   def _generate_examples(self, path, image_ids, sbd_path):
-    with tarfile.open(path) as tar, (
-        zipfile.ZipFile(sbd_path) if sbd_path else _nothing()) as sbd:
+    with paths.open(path, "rb") as f, tarfile.open(fileobj=f) as tar, (
+        paths.open(sbd_path, "rb") if sbd_path else _nothing()) as g, (
+        zipfile.ZipFile(g) if sbd_path else _nothing()) as sbd:
       names = set(tar.getnames())
       for image_id in image_ids:
         jpeg_name = f"{_ROOT}JPEGImages/{image_id}.jpg"
@@ -153,8 +156,7 @@ def _read_ids(tar: tarfile.TarFile, name: str) -> list[str]:
 
 
 def default_manual_dir(data_dir: str | None) -> str:
-  root = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
-  return os.path.join(root, "downloads", "manual")
+  return paths.join(data_dir or tfds.core.constants.DATA_DIR, "downloads", "manual")
 
 
 def builder(data_dir: str | None = None) -> VocSegmentation:
@@ -167,7 +169,7 @@ def prepare(data_dir: str | None = None, manual_dir: str | None = None) -> VocSe
   if b.is_prepared():
     return b
   manual_dir = manual_dir or default_manual_dir(data_dir)
-  if not os.path.exists(os.path.join(manual_dir, ARCHIVE)):
+  if not paths.exists(paths.join(manual_dir, ARCHIVE)):
     raise FileNotFoundError(missing_archive_message(manual_dir))
   b.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=manual_dir, compute_stats=tfds.download.ComputeStatsMode.SKIP,

@@ -130,6 +130,9 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_partial_checkpoint(referenc
   code, log = _main(workdir, data_dir)
   assert code == 0, log[-5000:]
   assert "at step 2." in log
+  # The restarted run's manager removed the unfinished write (cleanup_tmp_directories).
+  names = os.listdir(os.path.join(workdir, "checkpoints"))
+  assert not any("tmp" in n for n in names), names
   _assert_bitwise_equal(workdir, reference[1])
 
 

@@ -11,23 +11,28 @@ So the same `load_variables` reads a training workdir's checkpoints, a converted
 Keras model (`python -m xception_jax.convert`), or any single step directory, on any
 device topology, and a training run resumes from all three items.
 
+Paths go through xception_jax/paths.py, so a root may be local or `gs://...`.
+
 Faults. Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it to
-`<step>` when the write is complete, so a process killed while writing leaves only the
-tmp directory, which `latest_step()` never lists (docs/RELIABILITY.md). A committed
-step that cannot be restored (a truncated or lost file) is moved aside by
-`restore_latest` to `<workdir>/checkpoints_damaged/<step>-<time>` (never deleted) and
-the previous step is tried.
+`<step>` when the write is complete (on GCS, which has no rename, it writes `<step>`
+and marks it finished with `<step>/commit_success.txt`), so a process killed while
+writing leaves a step that `latest_step()` never lists (docs/RELIABILITY.md); a
+writable manager removes such leftovers when it opens (Orbax's
+`cleanup_tmp_directories`). A committed step that cannot be restored (a truncated or
+lost file) is moved aside by `restore_latest` to
+`<workdir>/checkpoints_damaged/<step>-<time>` (never deleted; in a bucket, copied
+there and then deleted) and the previous step is tried.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from typing import Any, Callable, Mapping, Optional
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from xception_jax import paths
 
 VARIABLES, TRAIN, MODEL = "variables", "train", "model"
 DAMAGED = "checkpoints_damaged"  # beside the manager's root: where damaged steps go
@@ -39,11 +44,13 @@ def create_manager(directory: str, *, max_to_keep: Optional[int] = 3,
   """A CheckpointManager over the three items, saving asynchronously by default."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, save_interval_steps=0 if read_only else save_interval_steps,
-      enable_async_checkpointing=asynchronous, create=not read_only, read_only=read_only)
+      enable_async_checkpointing=asynchronous, create=not read_only, read_only=read_only,
+      # Steps a killed save left unfinished are removed when a writer opens the root.
+      cleanup_tmp_directories=not read_only)
   handlers = {VARIABLES: ocp.StandardCheckpointHandler(),
               TRAIN: ocp.StandardCheckpointHandler(),
               MODEL: ocp.JsonCheckpointHandler()}
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+  return ocp.CheckpointManager(paths.resolve(directory), options=options,
                                item_handlers=handlers)
 
 
@@ -72,12 +79,11 @@ def restore(manager: ocp.CheckpointManager, step: int, *, abstract_variables: An
 def move_aside(manager: ocp.CheckpointManager, step: int) -> str:
   """Moves a step directory to <root>/../checkpoints_damaged/<step>-<time>; returns
   where. Only process 0 moves; every process then re-reads the step list."""
-  source = os.path.join(str(manager.directory), str(step))
-  target = os.path.join(os.path.dirname(str(manager.directory)), DAMAGED,
-                        f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  source = paths.join(str(manager.directory), str(step))
+  target = paths.join(paths.parent(str(manager.directory)), DAMAGED,
+                      f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.move(source, target)
+    paths.move(source, target)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
@@ -100,12 +106,24 @@ def restore_latest(manager: ocp.CheckpointManager, restore_step: Callable[[int],
       return step, restore_step(step)
     except Exception as e:  # pylint: disable=broad-except
       check_step(step)
-      path = os.path.join(str(manager.directory), str(step))
+      path = paths.join(str(manager.directory), str(step))
       reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
       target = move_aside(manager, step)
       logging.warning("Checkpoint %s cannot be restored (%s: %s); moved it to %s and "
                       "trying the previous step.", path, type(e).__name__, reason, target)
   return None, None
+
+
+def latest_step(root: str) -> Optional[int]:
+  """The latest finished step under a manager root, as Orbax finds it (None when the
+  root does not exist or holds none)."""
+  if not paths.isdir(root):
+    return None
+  manager = create_manager(root, max_to_keep=None, asynchronous=False, read_only=True)
+  try:
+    return manager.latest_step()
+  finally:
+    manager.close()
 
 
 def variables_metadata(root: str, step: int) -> Any:
@@ -119,14 +137,14 @@ def variables_metadata(root: str, step: int) -> Any:
 
 def _split_root_and_step(path: str) -> tuple[str, Optional[int]]:
   """Accepts a manager root, a step directory inside one, or a workdir with checkpoints/."""
-  path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.isdir(path):
+  path = paths.resolve(path)
+  if not paths.isdir(path):
     raise FileNotFoundError(f"No checkpoint directory at {path!r}.")
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    return os.path.join(path, "checkpoints"), None
-  base = os.path.basename(path)
-  if base.isdigit() and os.path.isdir(os.path.join(path, VARIABLES)):
-    return os.path.dirname(path), int(base)
+  if paths.isdir(paths.join(path, "checkpoints")):
+    return paths.join(path, "checkpoints"), None
+  base = paths.basename(path)
+  if base.isdigit() and paths.isdir(paths.join(path, VARIABLES)):
+    return paths.parent(path), int(base)
   return path, None
 
 
@@ -171,4 +189,4 @@ def save_variables(directory: str, variables: Mapping[str, Any],
        model_config=model_config, force=True)
   manager.wait_until_finished()
   manager.close()
-  return os.path.join(os.path.abspath(directory), str(step))
+  return paths.join(directory, str(step))

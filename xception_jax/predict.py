@@ -40,6 +40,7 @@ import jax
 import numpy as np
 
 from xception_jax import predict_segmentation
+from xception_jax import paths
 
 IMAGENET_CLASSES = 1000
 
@@ -76,10 +77,9 @@ def imagenet_class_names() -> tuple[str, ...]:
 def class_names(num_classes: int, labels_file: Optional[str] = None) -> list[str]:
   """Names for a head of `num_classes`: the labels file, ImageNet's, or 'class <i>'."""
   if labels_file:
-    if not os.path.isfile(labels_file):
+    if not paths.isfile(labels_file):
       raise FileNotFoundError(f"No labels file at {labels_file!r}.")
-    with open(labels_file) as f:
-      names = f.read().splitlines()
+    names = paths.read_text(labels_file).splitlines()
     while names and not names[-1].strip():
       names.pop()
     if len(names) != num_classes:
@@ -107,10 +107,9 @@ def preprocess_image(path: str, image_size: int = 299,
 
   from input_pipeline import preprocessing
 
-  if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+  if not paths.isfile(path):
     raise FileNotFoundError(f"No image file at {path!r}.")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = tf.constant(f.read())
+  data = tf.constant(paths.read_bytes(path))
   try:
     image = preprocessing.preprocess_eval(data, image_size=image_size,
                                           crop_fraction=crop_fraction)

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xception_jax import paths as xpaths  # "paths" names image lists here
+
 SEGMENTATION_ARCHITECTURES = ("deeplabv3plus",)
 BACKGROUND = 0
 OVERLAY_ALPHA = 0.5
@@ -93,10 +95,9 @@ def load_image(path: str, image_size: Optional[int] = None
 
   from input_pipeline import segmentation_preprocessing
 
-  if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+  if not xpaths.isfile(path):
     raise FileNotFoundError(f"No image file at {path!r}.")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = f.read()
+  data = xpaths.read_bytes(path)
   try:
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
   except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
@@ -166,7 +167,7 @@ def _output_names(paths: Sequence[str]) -> list[str]:
 
 def _write_png(path: str, rgb: np.ndarray) -> None:
   import tensorflow as tf
-  tf.io.write_file(path, tf.io.encode_png(rgb))
+  xpaths.write_bytes(path, tf.io.encode_png(rgb).numpy())  # local or gs://
 
 
 def predict_masks(predictor: SegmentationPredictor, paths: Sequence[str], output_dir: str,
@@ -178,12 +179,12 @@ def predict_masks(predictor: SegmentationPredictor, paths: Sequence[str], output
     raise ValueError(f"--image_size must be >= 1; got {image_size}.")
   # Every image is read before anything is computed, so a bad path fails fast.
   loaded = [load_image(p, image_size) for p in paths]
-  os.makedirs(output_dir, exist_ok=True)
+  xpaths.makedirs(output_dir)
   predictions = []
   for path, name, (padded, seen) in zip(paths, _output_names(paths), loaded):
     classes = predictor.classes(padded, seen.shape[0], seen.shape[1])
-    mask_path = os.path.join(output_dir, f"{name}_mask.png")
-    overlay_path = os.path.join(output_dir, f"{name}_overlay.png")
+    mask_path = xpaths.join(output_dir, f"{name}_mask.png")
+    overlay_path = xpaths.join(output_dir, f"{name}_overlay.png")
     _write_png(mask_path, colour_mask(classes))
     _write_png(overlay_path, overlay(seen, classes))
     predictions.append(MaskPrediction(path, mask_path, overlay_path, classes))

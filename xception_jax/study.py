@@ -25,7 +25,6 @@ holds the table and plots of one full run and the machine it ran on.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Mapping, Optional, Sequence
 
@@ -79,7 +78,7 @@ def run_study(out: str, steps: int = DEFAULT_STEPS, eval_every: Optional[int] = 
               overrides: Optional[Mapping[str, Any]] = None) -> str:
   """Trains every run of `runs` into out/<run> and writes the report; returns the
   report's path."""
-  from xception_jax import report, train  # pylint: disable=import-outside-toplevel
+  from xception_jax import paths, report, train  # pylint: disable=import-outside-toplevel
   if steps <= 0:
     raise ValueError(f"--steps must be positive; got {steps}.")
   eval_every = eval_every or max(1, steps // 6)
@@ -87,14 +86,14 @@ def run_study(out: str, steps: int = DEFAULT_STEPS, eval_every: Optional[int] = 
   for i, (name, config) in enumerate(configs.items()):
     start = time.perf_counter()
     logging.info("Study run %d of %d: %s (%s).", i + 1, len(configs), name, RUNS[name])
-    results = train.train_and_evaluate(config, os.path.join(out, name))
+    results = train.train_and_evaluate(config, paths.join(out, name))
     logging.info("%s: MAP@100 %.4f after %d steps, %.0f s.", name,
                  results.get("eval_map_at_100", float("nan")), steps,
                  time.perf_counter() - start)
   figures = {key: (title, [r for r in members if r in configs])
              for key, (title, members) in FIGURES.items()}
   figures = {key: value for key, value in figures.items() if len(value[1]) > 1}
-  return report.write_report([os.path.join(out, name) for name in configs], out,
+  return report.write_report([paths.join(out, name) for name in configs], out,
                              figures=figures, metrics=METRICS)
 
 

@@ -19,7 +19,6 @@ with `skip_nonfinite_updates`, the update is skipped and counted.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from typing import Any
 
@@ -31,8 +30,8 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 import input_pipeline
-from xception_jax import (checkpointing, optim, partitioning, preemption, profiling, steps,
-                          tasks, validation)
+from xception_jax import (checkpointing, event_writer, optim, partitioning, paths,
+                          preemption, profiling, steps, tasks, validation)
 from xception_jax.models import create_model, model_to_fields
 
 def _model(config: ml_collections.ConfigDict, num_classes: int):
@@ -196,8 +195,7 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str, start_step: i
   """config.json for a new run; a resumed run keeps it and adds config_step<N>.json."""
   if jax.process_index() == 0:
     name = "config.json" if start_step == 0 else f"config_step{start_step}.json"
-    with open(os.path.join(workdir, name), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    paths.write_text(paths.join(workdir, name), config.to_json_best_effort(indent=2))
 
 
 def _create_datasets(config: ml_collections.ConfigDict, task: tasks.Task, start_step: int):
@@ -222,12 +220,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   validation.validate(config, workdir)
   mesh = partitioning.create_mesh(config.get("num_devices", -1), config.get("num_slices", -1))
   partitioning.check_batch_size(config.batch_size, mesh, "batch_size")
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  writer = metric_writers.create_default_writer(workdir,
-                                                just_logging=jax.process_index() > 0)
+  workdir = paths.resolve(workdir)  # local: absolute; gs://...: as given
+  paths.makedirs(workdir)
+  writer = event_writer.create_default_writer(workdir,
+                                              just_logging=jax.process_index() > 0)
   manager = checkpointing.create_manager(
-      os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
+      paths.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
       asynchronous=config.get("async_checkpointing", True))
   start_step = manager.latest_step() or 0
   task = tasks.get(config.task)

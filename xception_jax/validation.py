@@ -19,7 +19,6 @@ The checks are data, to be read and extended:
 """
 from __future__ import annotations
 
-import glob
 import math
 import numbers
 import os
@@ -27,7 +26,7 @@ from typing import Any, Callable, Optional, Union
 
 import ml_collections
 
-from xception_jax import tasks
+from xception_jax import paths, tasks
 
 
 class ConfigError(ValueError):
@@ -114,8 +113,11 @@ RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = 
     ("crop_min_object_covered", between(0.0, 1.0), "a number in [0, 1]"),
     ("eval_crop_fraction", between(0.0, 1.0, lo_open=True), "a number in (0, 1]"),
     ("prefetch_batches", at_least(0), "an integer >= 0"),
-    ("input_threads", optional(at_least(1)), "None (the CPUs this process may run on) or an integer >= 1"),
+    ("input_threads", optional(at_least(1)),
+     "None (the CPUs this process may run on) or an integer >= 1"),
     ("cache", boolean, "True or False"),
+    ("record_index_dir", optional(lambda v: isinstance(v, str) and bool(v)),
+     "None (offset indexes beside the TFRecord files) or a directory, local or gs://"),
     ("embedded.num_train", at_least(1), "an integer >= 1"),
     ("embedded.num_eval", at_least(0), "an integer >= 0"),
     ("embedded.image_size", at_least(8), "an integer >= 8"),
@@ -213,13 +215,19 @@ def _check_dataset(config) -> Optional[str]:
     return f"config.dataset = {dataset!r}: a dataset name (see input_pipeline/sources.py)."
   if dataset.startswith(sources.TFRECORD_PREFIX):
     pattern = dataset[len(sources.TFRECORD_PREFIX):]
-    if not glob.glob(os.path.expanduser(pattern)):
+    unreachable = paths.check_reachable(pattern, f"config.dataset = {dataset!r}")
+    if unreachable:
+      return unreachable
+    if not paths.glob(pattern):
       return (f"config.dataset = {dataset!r}: no file matches {pattern!r}; give the glob "
               "of your TFRecord shards (docs/DATA.md).")
     return None
   if dataset.startswith(sources.FOLDER_PREFIX):
-    root = os.path.expanduser(dataset[len(sources.FOLDER_PREFIX):])
-    if not os.path.isdir(root):
+    root = paths.resolve(dataset[len(sources.FOLDER_PREFIX):])
+    unreachable = paths.check_reachable(root, f"config.dataset = {dataset!r}")
+    if unreachable:
+      return unreachable
+    if not paths.isdir(root):
       return (f"config.dataset = {dataset!r}: no directory {root!r}; expected "
               "root/<split>/<class name>/<images>.")
     return None
@@ -238,23 +246,37 @@ def _check_dataset(config) -> Optional[str]:
   return None
 
 
+def _unreachable(config, *fields: str) -> Optional[str]:
+  """The first of these path fields whose bucket cannot be reached (one line)."""
+  for field in fields:
+    value = _get(config, field, None)
+    if value and isinstance(value, str):
+      message = paths.check_reachable(value, f"config.{field} = {value!r}")
+      if message:
+        return message
+  return None
+
+
 def _check_files(config) -> Optional[str]:
+  unreachable = _unreachable(config, "eval_files", "class_weights_file", "data_dir",
+                             "init_from", "record_index_dir")
+  if unreachable:
+    return unreachable
   eval_files = _get(config, "eval_files", None)
   if eval_files and str(_get(config, "dataset", "")).startswith("tfrecord_multilabel:"):
-    if not glob.glob(os.path.expanduser(eval_files)):
+    if not paths.glob(eval_files):
       return (f"config.eval_files = {eval_files!r}: no file matches; give the glob of "
               "the eval shards, or None for no evaluation.")
   weights = _get(config, "class_weights_file", None)
-  if weights and not os.path.isfile(os.path.expanduser(weights)):
+  if weights and not paths.isfile(weights):
     return (f"config.class_weights_file = {weights!r}: no such file; one weight per line "
             "or JSON/CSV of class id to weight (docs/EVALUATION.md).")
   data_dir = _get(config, "data_dir", None)
-  if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+  if data_dir and paths.exists(data_dir) and not paths.isdir(data_dir):
     return f"config.data_dir = {data_dir!r}: is a file; give a directory."
   init_from = _get(config, "init_from", None)
   if init_from:
-    path = os.path.expanduser(init_from)
-    if not os.path.isdir(path):
+    if not paths.isdir(init_from):
       return (f"config.init_from = {init_from!r}: no such directory; give a workdir, a "
               "checkpoint root or one of its step directories.")
   return None
@@ -320,7 +342,15 @@ def _check_model(config, num_classes: int):
 # -- the workdir ---------------------------------------------------------------------
 
 def _check_workdir(workdir: str) -> None:
-  path = os.path.abspath(os.path.expanduser(workdir))
+  unreachable = paths.check_reachable(workdir, f"--workdir = {workdir!r}")
+  if unreachable:
+    raise ConfigError(unreachable)
+  if paths.is_remote(workdir):
+    if paths.isfile(workdir):
+      raise ConfigError(f"--workdir = {workdir!r}: is an object, not a directory; "
+                        "give a directory path.")
+    return  # Whether the bucket is writable shows at the first write.
+  path = paths.resolve(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
     raise ConfigError(f"--workdir = {workdir!r}: is a file; give a directory.")
   existing = path
@@ -335,12 +365,9 @@ def _check_workdir(workdir: str) -> None:
 
 
 def _latest_checkpoint_step(root: str) -> Optional[int]:
-  """The highest committed step directory (Orbax renames a step on commit)."""
-  if not os.path.isdir(root):
-    return None
-  steps = [int(n) for n in os.listdir(root)
-           if n.isdigit() and os.path.isdir(os.path.join(root, n, "variables"))]
-  return max(steps) if steps else None
+  """The latest finished step, as Orbax finds it (local or in a bucket)."""
+  from xception_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  return checkpointing.latest_step(root)
 
 
 def check_checkpoint_matches(root: str, step: int, expected_params: Any) -> None:
@@ -359,7 +386,7 @@ def check_checkpoint_matches(root: str, step: int, expected_params: Any) -> None
     differing = sorted(set(have.items()) ^ set(want.items()))
     first = differing[0][0] if differing else "?"
     raise ConfigError(
-        f"{os.path.join(root, str(step))} holds another model's checkpoint (params{first}: "
+        f"{paths.join(root, str(step))} holds another model's checkpoint (params{first}: "
         f"{have.get(first, 'missing')} stored, {want.get(first, 'missing')} configured); "
         "use another --workdir or the model fields of that run (checkpoints untouched).")
 
@@ -367,8 +394,8 @@ def check_checkpoint_matches(root: str, step: int, expected_params: Any) -> None
 def _checkpoint_num_classes(root: str, step: int) -> Optional[int]:
   import json  # pylint: disable=import-outside-toplevel
   try:
-    with open(os.path.join(root, str(step), "model", "metadata")) as f:
-      return int(json.load(f)["num_classes"])
+    text = paths.read_text(paths.join(root, str(step), "model", "metadata"))
+    return int(json.loads(text)["num_classes"])
   except Exception:  # pylint: disable=broad-except
     return None
 
@@ -385,9 +412,9 @@ def validate(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -
     message = check(config)
     if message:
       raise ConfigError(message)
-  root = os.path.join(os.path.abspath(workdir), "checkpoints") if workdir else None
   if workdir is not None:
     _check_workdir(workdir)
+  root = paths.join(workdir, "checkpoints") if workdir else None
   step = _latest_checkpoint_step(root) if root else None
   num_classes = _get(config, "num_classes", None)
   if not num_classes and step is not None:

@@ -14,7 +14,6 @@ checkpoint is never overwritten.
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import jax
@@ -22,6 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from xception_jax import checkpointing
+from xception_jax import paths
 from xception_jax.convert import keras as keras_convert
 from xception_jax.convert import timm as timm_convert
 from xception_jax.convert import count_parameters
@@ -69,8 +69,8 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   FLAGS = flags.FLAGS
-  out = os.path.abspath(os.path.expanduser(FLAGS.out))
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+  out = paths.resolve(FLAGS.out)  # local or gs://
+  if paths.exists(out) and (not paths.isdir(out) or paths.listdir(out)):
     raise SystemExit(
         f"Refusing to write to {out!r}: it already exists and is not an empty directory "
         "(an existing checkpoint is never overwritten). Choose another --out.")

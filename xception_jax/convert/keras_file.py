@@ -18,6 +18,8 @@ from typing import Any, Optional
 import h5py
 import numpy as np
 
+from xception_jax import paths
+
 
 class KerasFileError(ValueError):
   """The file is not a readable Keras Xception / InceptionV3 weights file (or does not
@@ -116,11 +118,12 @@ def _read_h5(handle: h5py.File, description: str) -> tuple[list[_FileLayer], str
 def read_keras_file(path: str) -> tuple[list[_FileLayer], str]:
   """Reads the weighted layers of a Keras file: (layers, format description)."""
   path = os.fspath(path)
-  if not os.path.isfile(path):
+  if not paths.isfile(path):
     raise FileNotFoundError(f"No Keras weights file at {path!r}.")
   try:
-    if zipfile.is_zipfile(path):
-      with zipfile.ZipFile(path) as archive:
+    raw = io.BytesIO(paths.read_bytes(path))  # local or gs://
+    if zipfile.is_zipfile(raw):
+      with zipfile.ZipFile(raw) as archive:
         names = archive.namelist()
         if "model.weights.h5" not in names:
           raise KerasFileError(
@@ -130,10 +133,10 @@ def read_keras_file(path: str) -> tuple[list[_FileLayer], str]:
       with h5py.File(io.BytesIO(data), "r") as handle:
         layers, fmt = _read_h5(handle, f"{path!r}:model.weights.h5")
       return layers, ".keras archive (" + fmt + ")"
-    if not h5py.is_hdf5(path):
+    if raw.getvalue()[:8] != b"\x89HDF\r\n\x1a\n":  # HDF5's signature
       raise KerasFileError(
           f"{path!r} is neither an HDF5 file (.h5, .weights.h5) nor a .keras archive.")
-    with h5py.File(path, "r") as handle:
+    with h5py.File(raw, "r") as handle:
       return _read_h5(handle, repr(path))
   except KerasFileError:
     raise

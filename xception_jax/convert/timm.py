@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xception_jax import paths
+
 from xception_jax.models import factory
 from xception_jax.models.aligned_xception import AlignedXception, block_names
 
@@ -54,13 +56,13 @@ class TimmFileError(ValueError):
 def read_timm_file(path: str) -> dict[str, np.ndarray]:
   """The state dict of a safetensors file as NumPy arrays, `num_batches_tracked` dropped."""
   from safetensors import SafetensorError
-  from safetensors.numpy import load_file
+  from safetensors.numpy import load
 
   path = os.fspath(path)
-  if not os.path.isfile(path):
+  if not paths.isfile(path):
     raise FileNotFoundError(f"No timm weights file at {path!r}.")
   try:
-    tensors = load_file(path)
+    tensors = load(paths.read_bytes(path))  # local or gs://
   except (SafetensorError, ValueError, TypeError) as e:
     raise TimmFileError(
         f"{path!r} is not a readable safetensors state dict ({e}). Save timm weights with "

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from xception_jax import paths
+
 
 def _parse_weight(text: str, where: str) -> float:
   try:
@@ -144,8 +146,7 @@ def load_class_weights(path: str | os.PathLike, num_classes: int) -> np.ndarray:
   if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
       or num_classes < 1:
     raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}.")
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
+  text = paths.read_bytes(path).decode("utf-8")
   extension = os.path.splitext(path)[1].lower()
   lines = _data_lines(text)
   if extension == ".json" or text.lstrip().startswith(("[", "{")):
@@ -162,8 +163,7 @@ def save_class_weights(path: str | os.PathLike, weights: Any) -> None:
     raise ValueError(f"weights must be a non-empty 1-D array, got shape {weights.shape}.")
   for class_id, weight in enumerate(weights):
     _check_weight(float(weight), f"weights[{class_id}]")
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("".join(f"{float(weight)!r}\n" for weight in weights))
+  paths.write_text(path, "".join(f"{float(weight)!r}\n" for weight in weights))
 
 
 def class_weights_from_frequency(labels_or_counts: Any) -> np.ndarray:

@@ -12,10 +12,10 @@ A progress line per run goes to stderr while it reads.
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Mapping, Optional, Sequence
 
+from xception_jax import paths
 from xception_jax.report import cost, plots, table
 from xception_jax.report.runs import Run, read_run
 
@@ -61,12 +61,12 @@ def write_report(workdirs: Sequence[str], out: str,
   runs = read_runs(workdirs, stream)
   by_name = {}
   for run in runs:
-    by_name[run.label] = by_name[os.path.basename(os.path.normpath(run.workdir))] = run
+    by_name[run.label] = by_name[paths.basename(run.workdir)] = run
   groups = {"": ("", runs)} if not figures else {
       name: (title, [_find(by_name, member, name) for member in members])
       for name, (title, members) in figures.items()}
   metrics = tuple(metrics or default_metrics(runs))
-  os.makedirs(out, exist_ok=True)
+  paths.makedirs(out)
   print(f"Computing parameters and FLOPs of {len(runs)} model(s) ...", file=stream, flush=True)
   lines = ["# Report", "", table.markdown_table(runs, _run_cost), "",
            "Values at each run's last evaluation; FLOPs of one image's forward pass at the "
@@ -75,11 +75,10 @@ def write_report(workdirs: Sequence[str], out: str,
   for name, (title, members) in groups.items():
     for metric in metrics:
       filename = f"{name}_{metric}.png" if name else f"{metric}.png"
-      if plots.plot_metric(members, metric, os.path.join(out, filename), title):
+      if plots.plot_metric(members, metric, paths.join(out, filename), title):
         lines += [f"![{title or metric}: {plots.metric_title(metric)}]({filename})", ""]
-  path = os.path.join(out, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
+  path = paths.join(out, "report.md")
+  paths.write_text(path, "\n".join(lines))
   print(f"Wrote {path}", file=stream, flush=True)
   return path
 

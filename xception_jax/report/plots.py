@@ -2,6 +2,7 @@
 line per run, labelled by the run (config.experiment, else its workdir's name)."""
 from __future__ import annotations
 
+import io
 from typing import Sequence
 
 import matplotlib
@@ -9,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
+from xception_jax import paths  # pylint: disable=wrong-import-position
 from xception_jax.report.runs import Run  # pylint: disable=wrong-import-position
 
 FIGSIZE = (6.4, 4.0)  # inches; at DPI, 640 x 400 pixels
@@ -43,6 +45,8 @@ def plot_metric(runs: Sequence[Run], tag: str, path: str, title: str = "") -> bo
   axes.grid(alpha=0.3)
   axes.legend(fontsize=8)
   figure.tight_layout()
-  figure.savefig(path, dpi=DPI)
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=DPI)
+  paths.write_bytes(path, buffer.getvalue())  # local or gs://
   plt.close(figure)
   return True

@@ -8,14 +8,13 @@ appends a new event file; a step logged twice keeps its latest value.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
-import os
 from typing import Any
 
 import numpy as np
-from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.util import tensor_util
+
+from xception_jax import event_writer, paths
 
 
 @dataclasses.dataclass
@@ -39,15 +38,18 @@ class Run:
 
 
 def event_files(workdir: str) -> list[str]:
-  return sorted(glob.glob(os.path.join(workdir, "**", "events.out.tfevents.*"),
-                          recursive=True), key=os.path.getmtime)
+  """The event files under a workdir (recursively; local or gs://), oldest first
+  (by modification time, then name: the parts of one remote writer in order)."""
+  files = [f for f in paths.walk_files(workdir)
+           if paths.basename(f).startswith(event_writer.PREFIX)]
+  return sorted(files, key=lambda f: (paths.stat_key(f)[1], f))
 
 
 def read_scalars(paths: list[str]) -> dict[str, dict[int, float]]:
   """{tag: {step: value}} of every scalar summary (tensor or simple_value) in `paths`."""
   scalars: dict[str, dict[int, float]] = {}
   for path in paths:
-    for event in event_file_loader.EventFileLoader(path).Load():
+    for event in event_writer.read_events(path):
       if not event.HasField("summary"):
         continue
       for value in event.summary.value:
@@ -67,14 +69,13 @@ def read_scalars(paths: list[str]) -> dict[str, dict[int, float]]:
 
 def read_run(workdir: str) -> Run:
   """The run in `workdir`; a one-line error when it is not a run's workdir."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = paths.join(workdir, "config.json")
+  if not paths.isfile(path):
     raise FileNotFoundError(
         f"{workdir}: no config.json; pass the --workdir of a run of main.py or the study.")
-  with open(path) as f:
-    config = json.load(f)
+  config = json.loads(paths.read_text(path))
   files = event_files(workdir)
   if not files:
     raise FileNotFoundError(f"{workdir}: no TensorBoard event files (events.out.tfevents.*).")
-  label = config.get("experiment") or os.path.basename(os.path.normpath(workdir))
+  label = config.get("experiment") or paths.basename(workdir)
   return Run(workdir=workdir, label=label, config=config, scalars=read_scalars(files))
