@@ -1,6 +1,7 @@
 """Converts TFRecord shards to ArrayRecord shards (random access by record id).
 
   python -m input_pipeline.convert_tfrecords IN_GLOB OUT_DIR
+  python -m input_pipeline.convert_tfrecords IN_GLOB OUT_DIR --task_index=I --num_tasks=N
 
 Each input file `name.tfrecord` (sorted by name) becomes `OUT_DIR/name.array_record`
 holding the same records in the same order, so the global record ids, and hence
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+
 
 from input_pipeline import record_readers
 from xception_jax import paths
@@ -34,9 +37,19 @@ def output_path(path: str, out_dir: str) -> str:
   return os.path.join(out_dir, stem + ".array_record")
 
 
-def convert(in_glob: str, out_dir: str) -> list[tuple[str, int]]:
-  """Writes one ArrayRecord file per TFRecord file; returns (path, count)s."""
+def convert(in_glob: str, out_dir: str, task_index: int = 0, num_tasks: int = 1,
+            progress=None) -> list[tuple[str, int]]:
+  """Writes one ArrayRecord file per TFRecord file; returns (path, count)s.
+
+  task_index, num_tasks: convert only the files task_index, task_index + num_tasks, ...
+  of the sorted list, so that N tasks (a SLURM array, N machines) share a corpus; the
+  output names, and therefore the record ids, are those of a single conversion.
+  progress: a stream for one line per file written (None: quiet)."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  if not (isinstance(num_tasks, int) and num_tasks >= 1
+          and isinstance(task_index, int) and 0 <= task_index < num_tasks):
+    raise ValueError(f"--task_index={task_index} --num_tasks={num_tasks}: need "
+                     "num_tasks >= 1 and 0 <= task_index < num_tasks.")
   if paths.is_remote(out_dir):
     raise ValueError(f"OUT_DIR {out_dir!r}: ArrayRecord files are written to a local "
                      "directory only; convert locally, then copy them.")
@@ -45,7 +58,8 @@ def convert(in_glob: str, out_dir: str) -> list[tuple[str, int]]:
     raise FileNotFoundError(f"No files match {in_glob!r}.")
   os.makedirs(out_dir, exist_ok=True)
   written = []
-  for path in files:
+  mine = files[task_index::num_tasks]
+  for i, path in enumerate(mine):
     out = output_path(path, out_dir)
     tmp = out + ".incomplete"
     writer = array_record_module.ArrayRecordWriter(tmp, WRITER_OPTIONS)
@@ -58,6 +72,8 @@ def convert(in_glob: str, out_dir: str) -> list[tuple[str, int]]:
     writer.close()
     os.replace(tmp, out)
     written.append((out, count))
+    if progress is not None:
+      print(f"[{i + 1}/{len(mine)}] {out}: {count} records", file=progress, flush=True)
   return written
 
 
@@ -65,9 +81,17 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("in_glob", help="TFRecord files, e.g. '/data/train-*.tfrecord'")
   parser.add_argument("out_dir")
+  parser.add_argument("--task_index", type=int, default=0,
+                      help="this task's number in [0, num_tasks)")
+  parser.add_argument("--num_tasks", type=int, default=1,
+                      help="tasks sharing the conversion; each takes every num_tasks-th file")
   args = parser.parse_args(argv)
   start = time.perf_counter()
-  written = convert(args.in_glob, args.out_dir)
+  try:
+    written = convert(args.in_glob, args.out_dir, args.task_index, args.num_tasks,
+                      progress=sys.stderr)
+  except (ValueError, FileNotFoundError) as error:
+    parser.exit(2, f"error: {error}\n")
   total = sum(n for _, n in written)
   print(f"Wrote {len(written)} ArrayRecord file(s), {total} records, to "
         f"{args.out_dir} in {time.perf_counter() - start:.1f} s.")

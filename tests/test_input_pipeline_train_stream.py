@@ -6,6 +6,7 @@ an undecodable record, whose position shows the next decodable record of its epo
 """
 
 import itertools
+import os
 
 from hypothesis import given, settings, strategies as st
 import numpy as np
@@ -188,6 +189,32 @@ def test_converted_array_records_give_the_same_stream(tmp_path):
   _assert_batches_equal(arr, tfr)
   assert bundle.skipped_images()["train"] == 3
 
+
+
+def test_a_conversion_split_over_tasks_gives_the_same_files_and_stream(tmp_path):
+  """Three shards converted by two tasks (task 0: shards 0 and 2, task 1: shard 1)
+  give the files, records and train stream of one conversion; a task index outside
+  [0, num_tasks) is refused in one line."""
+  rng = np.random.default_rng(1)
+  records = [tfrecord_format.serialize_example(
+      tf.io.encode_jpeg(rng.integers(0, 256, (20, 16, 3), np.uint8)).numpy(), [i % 12])
+             for i in range(30)]
+  for shard in range(3):
+    tfrecord_format.write_raw_records(str(tmp_path / f"s-{shard:05d}-of-00003.tfrecord"),
+                                      records[shard::3])
+  pattern = f"{tmp_path}/s-*.tfrecord"
+  whole = convert_tfrecords.convert(pattern, str(tmp_path / "one"))
+  split = [convert_tfrecords.convert(pattern, str(tmp_path / "two"), task, 2)
+           for task in (0, 1)]
+  assert [os.path.basename(p) for p, _ in split[0]] == [
+      "s-00000-of-00003.array_record", "s-00002-of-00003.array_record"]
+  assert sorted((os.path.basename(p), n) for p, n in split[0] + split[1]) == [
+      (os.path.basename(p), n) for p, n in whole]
+  one, _ = _take(_corrupt_config(f"{tmp_path}/one/s-*.array_record"), 0, 1, 6)
+  two, _ = _take(_corrupt_config(f"{tmp_path}/two/s-*.array_record"), 0, 1, 6)
+  _assert_batches_equal(two, one)
+  with pytest.raises(ValueError, match=r"--task_index=2 --num_tasks=2"):
+    convert_tfrecords.convert(pattern, str(tmp_path / "bad"), 2, 2)
 
 
 def test_exit_hook_stops_readers_and_the_stream_continues(data_dir):
