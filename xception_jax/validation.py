@@ -14,7 +14,8 @@ The checks are data, to be read and extended:
               names, and tracing `model.init` (jax.eval_shape: no compilation, no
               arrays) runs the model's own checks (image size, dropout, order, ...).
   workdir     must be a directory this process can write, and its checkpoints must
-              hold this model's parameter shapes (else refused, checkpoints untouched).
+              hold this model's parameter shapes and this optimizer's state tree
+              (else refused, checkpoints untouched).
 """
 from __future__ import annotations
 
@@ -317,25 +318,63 @@ def _latest_checkpoint_step(root: str) -> Optional[int]:
   return max(steps) if steps else None
 
 
-def check_checkpoint_matches(root: str, step: int, expected_params: Any) -> None:
-  """ConfigError when the checkpoint at `step` holds other parameter shapes (another
-  model). An unreadable checkpoint passes: restoring it reports the damage."""
+def _leaf_shapes(tree: Any) -> dict:
+  """{'a/0/b': shape} over the leaves: dict keys, attribute names and indices alike, so
+  Orbax's stored metadata (namedtuples as dicts) and a live state compare."""
   import jax  # pylint: disable=import-outside-toplevel
+  name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+  return {"/".join(map(name, p)): tuple(x.shape)
+          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _first_difference(have: dict, want: dict) -> str:
+  first = sorted(set(have.items()) ^ set(want.items()))[0][0]
+  return (f"{first}: {have.get(first, 'missing')} stored, "
+          f"{want.get(first, 'missing')} configured")
+
+
+def check_checkpoint_matches(root: str, step: int, expected_params: Any,
+                             expected_train: Any = None) -> None:
+  """ConfigError when the checkpoint at `step` holds other parameter shapes (another
+  model) or, given `expected_train` ({'step', 'opt_state'}), another training state's
+  tree (another optimizer, grad_clip_norm, weight_decay or momentum). A checkpoint
+  whose metadata cannot be read passes: restoring it reports the damage."""
   from xception_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  path = os.path.join(root, str(step))
   try:
     stored = checkpointing.variables_metadata(root, step)["params"]
+    stored_train = (checkpointing.train_metadata(root, step)
+                    if expected_train is not None else None)
   except Exception:  # pylint: disable=broad-except
     return
-  shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape)
-                         for p, x in jax.tree_util.tree_leaves_with_path(tree)}
-  have, want = shapes(stored), shapes(expected_params)
+  have, want = _leaf_shapes(stored), _leaf_shapes(expected_params)
   if have != want:
-    differing = sorted(set(have.items()) ^ set(want.items()))
-    first = differing[0][0] if differing else "?"
     raise ConfigError(
-        f"{os.path.join(root, str(step))} holds another model's checkpoint (params{first}: "
-        f"{have.get(first, 'missing')} stored, {want.get(first, 'missing')} configured); "
-        "use another --workdir or the model fields of that run (checkpoints untouched).")
+        f"{path} holds another model's checkpoint (params/{_first_difference(have, want)}); "
+        "use another --workdir, the model fields of that run, or --config.init_from="
+        f"{path} to start a new run from its parameters (checkpoints untouched).")
+  if stored_train is None:
+    return
+  have, want = _leaf_shapes(stored_train), _leaf_shapes(expected_train)
+  if have != want:
+    raise ConfigError(
+        f"{path} holds another training setup's optimizer state "
+        f"({_first_difference(have, want)}; config.optimizer, grad_clip_norm, weight_decay "
+        "or momentum differ from that run's); resume with that run's values, or start a "
+        f"new run from its parameters with --config.init_from={path} and another "
+        "--workdir (checkpoints untouched).")
+
+
+def _abstract_train(config, params: Any) -> Any:
+  """{'step', 'opt_state'} shapes the configured optimizer gives `params` (traced)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from xception_jax import optim  # pylint: disable=import-outside-toplevel
+  if "optimizer" not in config:
+    return None
+  tx = optim.create_optimizer(config, max(int(config.get("num_train_steps", 1)), 1))
+  return {"step": jax.ShapeDtypeStruct((), jnp.int32),
+          "opt_state": jax.eval_shape(tx.init, params)}
 
 
 def _checkpoint_num_classes(root: str, step: int) -> Optional[int]:
@@ -368,4 +407,4 @@ def validate(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -
     num_classes = _checkpoint_num_classes(root, step)
   params = _check_model(config, int(num_classes or 2))
   if step is not None and params is not None:
-    check_checkpoint_matches(root, step, params)
+    check_checkpoint_matches(root, step, params, _abstract_train(config, params))
