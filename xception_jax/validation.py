@@ -7,7 +7,9 @@ exits with status 2 (a traceback only with `--debug`).
 The checks are data, to be read and extended:
   RULES       one row per scalar field: (field path, test, what is allowed). A row whose
               field the config lacks is skipped, so configs of other models and tasks
-              share the table; add a row for a new field.
+              share the table; add a row for a new field (tests/test_validation_rules.py
+              checks that every row names a field of configs/base.py or a DeepLab
+              config, and that a bad value for it is refused).
   CHECKS      functions over the whole config (cross-field rules, files and globs,
               names); each returns an error line or None.
   model       the model itself judges its fields: `create_model` refuses unknown
@@ -188,6 +190,14 @@ def _check_epochs(config) -> Optional[str]:
   return None
 
 
+def _check_scale_factors(config) -> Optional[str]:
+  lo, hi = _get(config, "min_scale_factor", None), _get(config, "max_scale_factor", None)
+  if _number(lo) and _number(hi) and hi < lo:
+    return (f"config.max_scale_factor = {hi!r}: must be >= config.min_scale_factor = "
+            f"{lo!r} (the training scale range); raise it or lower min_scale_factor.")
+  return None
+
+
 def _check_dataset(config) -> Optional[str]:
   """Dataset names, folders and globs exist (nothing is opened or generated here)."""
   from input_pipeline import sources  # pylint: disable=import-outside-toplevel
@@ -263,7 +273,8 @@ def _check_removed(config) -> Optional[str]:
   return None
 
 
-CHECKS: list[Callable[[Any], Optional[str]]] = [_check_epochs, _check_removed,
+CHECKS: list[Callable[[Any], Optional[str]]] = [_check_epochs, _check_scale_factors,
+                                                 _check_removed,
                                                  _check_dataset, _check_files]
 
 
