@@ -82,7 +82,7 @@ class TFRecordIndex:
     for file_id, span in enumerate(spans):
       starts, sizes = scan_tfrecord(span.path)
       end = len(starts) if span.take is None else span.skip + span.take
-      if span.skip < 0 or end > len(starts):
+      if not 0 <= span.skip <= end <= len(starts):
         raise ValueError(
             f"{span.path} holds {len(starts)} records; cannot read records "
             f"[{span.skip}, {end}).")
