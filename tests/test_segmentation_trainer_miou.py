@@ -10,6 +10,8 @@ scores the argmax. Mean IoU, pixel accuracy and every class's IoU must equal the
 trainer's: padded rows counted, rows matched to other masks, or scales/flip dropped on
 the way to the eval step fail this.
 """
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ import tensorflow_datasets as tfds
 
 from configs import deeplab_demo
 from input_pipeline import embedded_shapes_segmentation as ess
-from xception_jax import checkpointing, segmentation_steps, train
+from xception_jax import checkpointing, report, segmentation_steps, train
 from xception_jax.models import create_model
 
 EMB = dict(num_train=32, num_eval=12, image_size=32, num_classes=4, max_objects=2, seed=1)
@@ -82,3 +84,11 @@ def test_trainer_mean_iou_equals_sklearn_on_the_checkpoints_predictions(tmp_path
   np.testing.assert_allclose(results["eval_pixel_accuracy"], accuracy, rtol=1e-6)
   np.testing.assert_allclose([results[f"eval_iou/class_{c}"] for c in range(num_classes)],
                              per_class, rtol=1e-6)
+
+  # The report tool reads this workdir back (issue 28: it raised on segmentation runs).
+  with open(report.write_report([workdir], str(tmp_path / "report"))) as f:
+    text = f.read()
+  row = next(l for l in text.splitlines() if l.startswith("| run |"))
+  assert row.split("|")[2].strip() == f"{results['eval_mean_iou']:.4f}"
+  assert "| Run | IoU class 0 |" in text
+  assert os.path.exists(tmp_path / "report" / "eval_mean_iou.png")

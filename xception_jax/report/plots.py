@@ -14,7 +14,8 @@ from xception_jax.report.runs import Run  # pylint: disable=wrong-import-positio
 FIGSIZE = (6.4, 4.0)  # inches; at DPI, 640 x 400 pixels
 DPI = 100
 TITLES = {"train_loss": "training loss", "eval_top_1": "top-1 accuracy (eval)",
-          "eval_top_5": "top-5 accuracy (eval)", "eval_loss": "loss (eval)"}
+          "eval_top_5": "top-5 accuracy (eval)", "eval_loss": "loss (eval)",
+          "eval_mean_iou": "mean IoU (eval)", "eval_pixel_accuracy": "pixel accuracy (eval)"}
 
 
 def metric_title(tag: str) -> str:
