@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import pytest
 from absl import flags
 
-from xception_jax import benchmark, optim, partitioning, segmentation_steps, steps
-from xception_jax.models import factory
+from test_benchmark import trainer_parts
+from xception_jax import benchmark, segmentation_steps
 
 SCALES = (1.0, 1.5)
 ARGV = ["--config=configs/deeplab_demo.py", "--num_classes=5", "--image_size=33",
@@ -37,14 +37,7 @@ def _parse(argv, monkeypatch):
 
 
 def _independent_cost(config, scales, flip) -> float:
-  mesh = partitioning.create_mesh(1)
-  data, replicated = partitioning.data_sharding(mesh), partitioning.replicated(mesh)
-  model = factory.create_model(config.model, num_classes=config.num_classes,
-                               depthwise_impl="feature_group")
-  tx = optim.create_optimizer(config, 1000)
-  state = jax.eval_shape(functools.partial(steps.create_train_state, model, tx,
-                                           image_size=config.image_size), jax.random.key(0))
-  state_sharding = partitioning.tree_shardings(state, mesh, [])
+  model, _, state, state_sharding, data, replicated = trainer_parts(config)
   b, s = config.batch_size, config.image_size
   batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32),
            "label": jax.ShapeDtypeStruct((b, s, s), jnp.int32),

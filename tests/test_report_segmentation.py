@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from clu import metric_writers
+from test_report import _write_run
 
 from configs import deeplab_demo
 from xception_jax import checkpointing, report
@@ -39,16 +39,6 @@ def _config(**fields):
   config.model.num_middle_blocks = 1
   config.update_from_flattened_dict(fields)
   return config
-
-
-def _write_run(workdir, config, scalars):
-  os.makedirs(workdir)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  writer = metric_writers.SummaryWriter(workdir)
-  for step, values in scalars.items():
-    writer.write_scalars(step, values)
-  writer.close()
 
 
 def _row(text, label, header):

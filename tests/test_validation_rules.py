@@ -21,9 +21,12 @@ CANDIDATES = (-1, 0, 0.5, 1.5, 30, float("nan"), (), (0.5, 0.2), None, "bad")
 FIELDS = [rule[0] for rule in validation.RULES]
 
 
+_get = validation._get  # pylint: disable=protected-access
+
+
 def _configs_with(field):
   configs = {name: make() for name, make in CONFIGS.items()}
-  return {name: c for name, c in configs.items() if validation._get(c, field) is not KeyError}  # pylint: disable=protected-access
+  return {name: c for name, c in configs.items() if _get(c, field) is not KeyError}
 
 
 def _set(config, field, value):
@@ -45,13 +48,13 @@ def test_every_rule_names_a_field_of_a_shipped_config(field):
 @pytest.mark.parametrize("field, test, allowed", validation.RULES, ids=FIELDS)
 def test_a_bad_value_for_every_rule_is_refused_naming_the_field(field, test, allowed):
   name, config = next(iter(_configs_with(field).items()))
-  shipped = validation._get(config, field)  # pylint: disable=protected-access
+  shipped = _get(config, field)
   assert test(shipped), f"{name} ships config.{field} = {shipped!r}, which its rule refuses"
   candidates = sorted(CANDIDATES, key=lambda v: not isinstance(v, type(shipped)))
   bad = next((v for v in candidates if not test(v)), KeyError)
   assert bad is not KeyError, f"the rule for {field!r} accepts every candidate value"
   _set(config, field, bad)
-  bad = validation._get(config, field)  # as stored (an int set on a float field: float)  # pylint: disable=protected-access
+  bad = _get(config, field)  # as stored (an int set on a float field: float)
   with pytest.raises(ConfigError) as info:
     validation.validate(config)
   message = str(info.value)

@@ -329,21 +329,6 @@ def _latest_checkpoint_step(root: str) -> Optional[int]:
   return max(steps) if steps else None
 
 
-def _leaf_shapes(tree: Any) -> dict:
-  """{'a/0/b': shape} over the leaves: dict keys, attribute names and indices alike, so
-  Orbax's stored metadata (namedtuples as dicts) and a live state compare."""
-  import jax  # pylint: disable=import-outside-toplevel
-  name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-  return {"/".join(map(name, p)): tuple(x.shape)
-          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _first_difference(have: dict, want: dict) -> str:
-  first = sorted(set(have.items()) ^ set(want.items()))[0][0]
-  return (f"{first}: {have.get(first, 'missing')} stored, "
-          f"{want.get(first, 'missing')} configured")
-
-
 def check_checkpoint_matches(root: str, step: int, expected_params: Any,
                              expected_train: Any = None) -> None:
   """ConfigError when the checkpoint at `step` holds other parameter shapes (another
@@ -351,6 +336,8 @@ def check_checkpoint_matches(root: str, step: int, expected_params: Any,
   tree (another optimizer, grad_clip_norm, weight_decay or momentum). A checkpoint
   whose metadata cannot be read passes: restoring it reports the damage."""
   from xception_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  from xception_jax.state_trees import (  # pylint: disable=import-outside-toplevel
+      first_difference, leaf_shapes)
   path = os.path.join(root, str(step))
   try:
     stored = checkpointing.variables_metadata(root, step)["params"]
@@ -358,34 +345,22 @@ def check_checkpoint_matches(root: str, step: int, expected_params: Any,
                     if expected_train is not None else None)
   except Exception:  # pylint: disable=broad-except
     return
-  have, want = _leaf_shapes(stored), _leaf_shapes(expected_params)
+  have, want = leaf_shapes(stored), leaf_shapes(expected_params)
   if have != want:
     raise ConfigError(
-        f"{path} holds another model's checkpoint (params/{_first_difference(have, want)}); "
+        f"{path} holds another model's checkpoint (params/{first_difference(have, want)}); "
         "use another --workdir, the model fields of that run, or --config.init_from="
         f"{path} to start a new run from its parameters (checkpoints untouched).")
   if stored_train is None:
     return
-  have, want = _leaf_shapes(stored_train), _leaf_shapes(expected_train)
+  have, want = leaf_shapes(stored_train), leaf_shapes(expected_train)
   if have != want:
     raise ConfigError(
         f"{path} holds another training setup's optimizer state "
-        f"({_first_difference(have, want)}; config.optimizer, grad_clip_norm, weight_decay "
-        "or momentum differ from that run's); resume with that run's values, or start a "
-        f"new run from its parameters with --config.init_from={path} and another "
-        "--workdir (checkpoints untouched).")
-
-
-def _abstract_train(config, params: Any) -> Any:
-  """{'step', 'opt_state'} shapes the configured optimizer gives `params` (traced)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from xception_jax import optim  # pylint: disable=import-outside-toplevel
-  if "optimizer" not in config:
-    return None
-  tx = optim.create_optimizer(config, max(int(config.get("num_train_steps", 1)), 1))
-  return {"step": jax.ShapeDtypeStruct((), jnp.int32),
-          "opt_state": jax.eval_shape(tx.init, params)}
+        f"({first_difference(have, want)}; config.optimizer, grad_clip_norm, "
+        "weight_decay or momentum differ from that run's); resume with that run's values, "
+        f"or start a new run from its parameters with --config.init_from={path} and "
+        "another --workdir (checkpoints untouched).")
 
 
 def _checkpoint_num_classes(root: str, step: int) -> Optional[int]:
@@ -418,4 +393,5 @@ def validate(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -
     num_classes = _checkpoint_num_classes(root, step)
   params = _check_model(config, int(num_classes or 2))
   if step is not None and params is not None:
-    check_checkpoint_matches(root, step, params, _abstract_train(config, params))
+    from xception_jax import state_trees  # pylint: disable=import-outside-toplevel
+    check_checkpoint_matches(root, step, params, state_trees.abstract_train(config, params))
