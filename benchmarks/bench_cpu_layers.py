@@ -21,12 +21,14 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from absl import app, flags
 
 sys.path.insert(0, ".")
 from xception_jax import steps  # pylint: disable=wrong-import-position
+from xception_jax.tasks import single_label  # pylint: disable=wrong-import-position
 from xception_jax.models import Xception  # pylint: disable=wrong-import-position
 
 flags.DEFINE_integer("image_size", 150, "Input side.")
@@ -66,7 +68,7 @@ def jax_images_per_s(bn_impl: str, max_pool_impl: str) -> tuple[float, float]:
   holder = {"state": state}
   if FLAGS.mode == "train":
     step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
-                                     schedule=lambda s: 0.045, task="single_label"),
+                                     schedule=lambda s: 0.045, objective=single_label.objective(ml_collections.ConfigDict())),
                    donate_argnums=0)
     key = jax.random.key(1)
 

@@ -86,10 +86,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.map_k = 100
   config.init_from = config_dict.placeholder(str)  # a checkpoint to fine-tune from
   config.eval_only = False
+  # Profiler trace (xception_jax/profiling.py): (first, last) traces the train steps
+  # from step first to step last into WORKDIR/plugins/profile (TensorBoard's Profile
+  # tab); e.g. (10, 15): five steps after compilation. None: no trace.
+  config.profile_steps = config_dict.placeholder(tuple)
+  config.profile_all_processes = False  # True: every process traces (process_<i>/ for i > 0)
 
   # Sharding (xception_jax/partitioning.py).
   config.num_devices = -1               # -1: every device of every process
   config.shard_head = False             # split the classification head over devices
+  # Slices the mesh spans: the batch is split across them (a DCN data axis) and within
+  # each (the head too, with shard_head). -1: the devices' own slice_index count
+  # (multi-slice TPU; 1 elsewhere); N > 1 where devices report one slice (GPU hosts):
+  # N groups of whole processes. Needs num_devices = -1 when > 1.
+  config.num_slices = -1
   return config
 
 

@@ -14,6 +14,8 @@ Project configs start from `default_data_config()` and override fields:
 import ml_collections
 from ml_collections import config_dict
 
+from xception_jax import host
+
 
 def default_data_config() -> ml_collections.ConfigDict:
   """Defaults: the embedded multi-label dataset (no download, CPU minutes)."""
@@ -48,7 +50,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   # Throughput.
   c.prefetch_batches = 2
   c.cache = False  # Cache the decoded eval rows in RAM (train records are read by id).
-  c.input_threads = config_dict.placeholder(int)  # tf.data threads per dataset; None = all cores.
+  # tf.data threads per dataset (and the autotuner's CPU budget); None = the CPUs this
+  # process may run on (its affinity mask: taskset, SLURM --cpus-per-task; xception_jax/host.py).
+  c.input_threads = config_dict.placeholder(int)
   # tf.data autotuning. Its optimisation thread can hold up the destruction of a train
   # iterator that ran many epochs by 5-50 s (seen at the end of the demo).
   c.input_autotune = True
@@ -70,8 +74,15 @@ def default_data_config() -> ml_collections.ConfigDict:
 _DEFAULTS = default_data_config()
 
 
-def get(config, key: str):
-  """config[key]; the default above when a (test) config lacks the field."""
+def get(config, key: str, fallback: ml_collections.ConfigDict = _DEFAULTS):
+  """config[key]; `fallback`'s (the defaults above, or a task's own, e.g.
+  segmentation_pipeline.py's) when a (test) config lacks the field."""
   if key in config:
     return config[key]
-  return _DEFAULTS[key]
+  return fallback[key]
+
+
+def input_threads(config) -> int:
+  """config.input_threads, or (None) the CPUs this process may run on."""
+  threads = get(config, "input_threads")
+  return int(threads) if threads else host.available_cpus()

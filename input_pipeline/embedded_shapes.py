@@ -29,13 +29,13 @@ Generation of the default size (4000 + 500 images at 96 px) takes a few seconds.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from input_pipeline import embedded_builder
 from xception_jax.evaluation import class_weights as weights_io
 
 COLOURS = {
@@ -61,19 +61,7 @@ _MAX_OVERLAP = 0.25
 _PLACEMENT_ATTEMPTS = 30
 
 
-@dataclasses.dataclass(eq=False)
-class EmbeddedShapesConfig(tfds.core.BuilderConfig):
-  """Size, resolution and class count of the embedded dataset."""
-
-  num_train: int = 4000
-  num_eval: int = 500
-  image_size: int = 96
-  num_classes: int = 20
-  max_objects: int = 4
-  seed: int = 0
-  zipf_exponent: float = 1.0
-
-
+_DESCRIPTION = __doc__.split("\n\n")[1]  # The module docstring's first paragraph.
 DEFAULT_PARAMS = dict(
     num_train=4000, num_eval=500, image_size=96, num_classes=20,
     max_objects=4, seed=0, zipf_exponent=1.0)
@@ -134,7 +122,7 @@ def builder_configs(config_class, defaults: dict[str, Any], title: str,
 
 
 make_builder_config, _DEFAULT_CONFIG = builder_configs(
-    EmbeddedShapesConfig, DEFAULT_PARAMS, "Embedded shapes", "embedded dataset")
+    embedded_builder.EmbeddedConfig, DEFAULT_PARAMS, "Embedded shapes", "embedded dataset")
 
 
 def zipf_probabilities(num_classes: int, exponent: float) -> np.ndarray:
@@ -276,76 +264,47 @@ def class_weights_from_plans(plans, num_classes: int) -> np.ndarray:
   return weights_io.class_weights_from_frequency(counts)
 
 
-class EmbeddedShapes(tfds.core.GeneratorBasedBuilder):
+class EmbeddedShapes(embedded_builder.EmbeddedBuilder):
   """Locally generated multi-label shapes (see the module docstring)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First version."}
   BUILDER_CONFIGS = [_DEFAULT_CONFIG]
+  DEFAULT_PARAMS = DEFAULT_PARAMS
+  DESCRIPTION = _DESCRIPTION
 
-  # tfds 4.9.10 finds a builder's source through `importlib_resources`, which
-  # it does not install; the path only locates download checksums, and this
-  # builder downloads nothing.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):
-    return None
-
-  @property
-  def params(self) -> dict[str, Any]:
-    c = self.builder_config
-    return {k: getattr(c, k) for k in DEFAULT_PARAMS}
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    p = self.params
-    label = tfds.features.ClassLabel(names=list(CLASS_NAMES[:p["num_classes"]]))
-    return self.dataset_info_from_configs(
-        description=__doc__.split("\n\n")[1],
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(p["image_size"], p["image_size"], 3),
-                encoding_format="png"),
-            "labels": tfds.features.Sequence(label),
+  def _features(self, params: dict[str, Any]) -> dict[str, Any]:
+    label = tfds.features.ClassLabel(names=list(CLASS_NAMES[:params["num_classes"]]))
+    return {"labels": tfds.features.Sequence(label),
             "objects": tfds.features.Sequence({
                 "label": label,
                 "bbox": tfds.features.BBoxFeature(),
-            }),
-            "id": np.int64,
-        }),
-        supervised_keys=None,
-    )
+            })}
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
     p = self.params
-    sizes = {"train": p["num_train"], "validation": p["num_eval"]}
-    train_plans = [plan_example(p, "train", i) for i in range(sizes["train"])]
-    weights = class_weights_from_plans(train_plans, p["num_classes"])
+    # The train plans serve twice: the class weights, then the examples.
+    self._train_plans = [plan_example(p, "train", i) for i in range(p["num_train"])]
+    weights = class_weights_from_plans(self._train_plans, p["num_classes"])
     # During preparation self.data_dir is the temporary version directory that
     # tfds renames into place, so the file lands beside the records.
     weights_io.save_class_weights(
         os.path.join(self.data_dir, CLASS_WEIGHTS_FILENAME), weights)
-    return {
-        "train": self._generate_examples("train", sizes["train"], train_plans),
-        "validation": self._generate_examples(
-            "validation", sizes["validation"], None),
-    }
+    return super()._split_generators(dl_manager)
 
-  def _generate_examples(self, split, num_examples, plans):
-    p = self.params
-    size = p["image_size"]
-    for index in range(num_examples):
-      plan = plans[index] if plans is not None else plan_example(p, split, index)
-      yield index, {
-          "image": render(plan),
-          "labels": image_labels(plan),
-          "objects": {
-              "label": plan["classes"],
-              "bbox": np.clip(plan["boxes"] / size, 0.0, 1.0).astype(
-                  np.float32),
-          },
-          "id": index,
-      }
+  def _plan(self, split: str, index: int) -> dict:
+    if split == "train":
+      return self._train_plans[index]
+    return plan_example(self.params, split, index)
+
+  def _example(self, plan: dict, index: int) -> dict[str, Any]:
+    return {
+        "image": render(plan),
+        "labels": image_labels(plan),
+        "objects": {
+            "label": plan["classes"],
+            "bbox": np.clip(plan["boxes"] / plan["size"], 0.0, 1.0).astype(np.float32),
+        },
+        "id": index,
+    }
 
 
 def builder(data_dir: str | None = None, **params: Any) -> EmbeddedShapes:
@@ -359,13 +318,8 @@ def prepare(data_dir: str | None = None, **params: Any) -> EmbeddedShapes:
   New copies are written as ArrayRecord (random access by record id); copies
   prepared earlier as TFRecord are kept and read through a record-offset index.
   """
-  b = builder(data_dir, **params)
-  if not b.is_prepared():
-    b.download_and_prepare(file_format="array_record",
-                           download_config=tfds.download.DownloadConfig(
-        compute_stats=tfds.download.ComputeStatsMode.SKIP,
-        try_download_gcs=False))
-  return b
+  return embedded_builder.prepare_once(builder(data_dir, **params),
+                                       file_format="array_record")
 
 
 def class_weights_path(b: EmbeddedShapes) -> str:

@@ -27,37 +27,24 @@ Features of an example:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipeline import embedded_shapes
+from input_pipeline import embedded_builder, embedded_shapes
 
 NAME = "embedded_shapes_segmentation"
 BACKGROUND = "background"
 
+_DESCRIPTION = __doc__.split("\n\n")[1]  # The module docstring's first paragraph.
 DEFAULT_PARAMS = dict(
     num_train=1000, num_eval=200, image_size=64, num_classes=8,
     max_objects=3, seed=0, zipf_exponent=0.0)
 
 
-@dataclasses.dataclass(eq=False)
-class EmbeddedShapesSegmentationConfig(tfds.core.BuilderConfig):
-  """Size, resolution and object-class count (background not counted)."""
-
-  num_train: int = 1000
-  num_eval: int = 200
-  image_size: int = 64
-  num_classes: int = 8
-  max_objects: int = 3
-  seed: int = 0
-  zipf_exponent: float = 0.0
-
-
 make_builder_config, _DEFAULT_CONFIG = embedded_shapes.builder_configs(
-    EmbeddedShapesSegmentationConfig, DEFAULT_PARAMS, "Embedded shapes segmentation",
+    embedded_builder.EmbeddedConfig, DEFAULT_PARAMS, "Embedded shapes segmentation",
     "embedded_segmentation")
 
 
@@ -81,49 +68,28 @@ def class_map(plan: dict) -> np.ndarray:
   return out
 
 
-class EmbeddedShapesSegmentation(tfds.core.GeneratorBasedBuilder):
+class EmbeddedShapesSegmentation(embedded_builder.EmbeddedBuilder):
   """Locally generated shapes with class maps (see the module docstring)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First version."}
   BUILDER_CONFIGS = [_DEFAULT_CONFIG]
+  DEFAULT_PARAMS = DEFAULT_PARAMS
+  DESCRIPTION = _DESCRIPTION
+  SUPERVISED_KEYS = ("image", "segmentation_mask")
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):
-    return None  # As embedded_shapes: nothing to download, no checksums.
+  def _features(self, params: dict[str, Any]) -> dict[str, Any]:
+    size = params["image_size"]
+    return {"segmentation_mask": tfds.features.Image(shape=(size, size, 1),
+                                                     encoding_format="png")}
 
-  @property
-  def params(self) -> dict[str, Any]:
-    c = self.builder_config
-    return {k: getattr(c, k) for k in DEFAULT_PARAMS}
+  def _metadata(self, params: dict[str, Any]) -> tfds.core.MetadataDict:
+    return tfds.core.MetadataDict(class_names=class_names(params["num_classes"]))
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    p = self.params
-    size = p["image_size"]
-    return self.dataset_info_from_configs(
-        description=__doc__.split("\n\n")[1],
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
-            "segmentation_mask": tfds.features.Image(shape=(size, size, 1),
-                                                     encoding_format="png"),
-            "id": np.int64,
-        }),
-        supervised_keys=("image", "segmentation_mask"),
-        metadata=tfds.core.MetadataDict(class_names=class_names(p["num_classes"])),
-    )
+  def _plan(self, split: str, index: int) -> dict:
+    return embedded_shapes.plan_example(self.params, split, index)
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    p = self.params
-    return {"train": self._generate_examples("train", p["num_train"]),
-            "validation": self._generate_examples("validation", p["num_eval"])}
-
-  def _generate_examples(self, split, num_examples):
-    for index in range(num_examples):
-      plan = embedded_shapes.plan_example(self.params, split, index)
-      yield index, {"image": embedded_shapes.render(plan),
-                    "segmentation_mask": class_map(plan)[..., None], "id": index}
+  def _example(self, plan: dict, index: int) -> dict[str, Any]:
+    return {"image": embedded_shapes.render(plan),
+            "segmentation_mask": class_map(plan)[..., None], "id": index}
 
 
 def builder(data_dir: str | None = None, **params: Any) -> EmbeddedShapesSegmentation:
@@ -133,11 +99,7 @@ def builder(data_dir: str | None = None, **params: Any) -> EmbeddedShapesSegment
 
 def prepare(data_dir: str | None = None, **params: Any) -> EmbeddedShapesSegmentation:
   """Generates the dataset once (no-op when already there); returns the builder."""
-  b = builder(data_dir, **params)
-  if not b.is_prepared():
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        compute_stats=tfds.download.ComputeStatsMode.SKIP, try_download_gcs=False))
-  return b
+  return embedded_builder.prepare_once(builder(data_dir, **params))
 
 
 def chance_levels(params: dict[str, Any] | None = None, split: str = "validation",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Callable, Iterator
 
 from absl import logging
@@ -83,8 +82,9 @@ def local_batch_size(config, field: str, process_count: int) -> int:
 def _tf_options(config) -> tf.data.Options:
   options = tf.data.Options()
   options.deterministic = True
-  threads = defaults.get(config, "input_threads") or os.cpu_count() or 1
-  options.threading.private_threadpool_size = int(threads)
+  threads = defaults.input_threads(config)
+  options.threading.private_threadpool_size = threads
+  options.autotune.cpu_budget = threads
   options.threading.max_intra_op_parallelism = 1
   # Autotuning sizes the parallelism; without it AUTOTUNE means one call per core.
   options.autotune.enabled = bool(defaults.get(config, "input_autotune"))
@@ -118,15 +118,8 @@ def create_datasets(config, process_index: int | None = None,
     start_step: the train step to start at; the stream then equals the
       start_step=0 stream with its first start_step batches dropped.
   """
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(
-        f"process_index {process_index} not in [0, {process_count}).")
-  if start_step < 0:
-    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  process_index, process_count = check_processes(process_index, process_count,
+                                                 start_step)
   # Cheap checks first: nothing is opened before these pass.
   train_b = local_batch_size(config, "batch_size", process_count)
   eval_b = local_batch_size(config, "eval_batch_size", process_count)
@@ -178,39 +171,20 @@ def create_datasets(config, process_index: int | None = None,
       on_skip=train_stream.log_skip(counters))
 
   # ---- Eval.
-  num_eval = source.num_examples("eval") if source.has_eval() else 0
-  num_eval_batches = 0
-  eval_ds = None
-  if num_eval:
-    num_eval_batches = math.ceil(math.ceil(num_eval / process_count) / eval_b)
-    eval_records, n_eval_local = source.records(
-        "eval", process_index, process_count, ordered=True)
-    eval_offset = sources.share_bounds(num_eval, process_index,
-                                       process_count)[0]
-    crop_fraction = float(defaults.get(config, "eval_crop_fraction"))
+  crop_fraction = float(defaults.get(config, "eval_crop_fraction"))
 
-    def decode_eval(k, record):
-      example = source.parse(record)
-      image = preprocessing.preprocess_eval(
-          example.pop("image"), image_size=image_size,
-          crop_fraction=crop_fraction)
-      return dict(example, image=image, index=k + eval_offset)
+  def decode_eval(record):
+    example = source.parse(record)
+    image = preprocessing.preprocess_eval(
+        example.pop("image"), image_size=image_size, crop_fraction=crop_fraction)
+    return dict(example, image=image)
 
-    eval_ds = eval_records.enumerate().map(
-        decode_eval, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    eval_ds = eval_ds.ignore_errors().map(
-        label_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if bool(defaults.get(config, "cache")):
-      eval_ds = eval_ds.cache()
-    eval_ds = eval_ds.batch(eval_b).prefetch(prefetch).with_options(options)
-
-  def eval_batches() -> Iterator[dict[str, np.ndarray]]:
-    if eval_ds is None:
-      return iter(())
-    return eval_pass(
-        eval_ds, num_eval_batches, eval_b, n_eval_local,
-        lambda rows: _padding(rows, image_size, num_classes, source.task),
-        counters, process_index)
+  num_eval, num_eval_batches, eval_batches = eval_stream(
+      source, decode_eval, label_fn, process_index=process_index,
+      process_count=process_count, batch_size=eval_b, options=options,
+      prefetch=prefetch, cache=bool(defaults.get(config, "cache")),
+      padding=lambda rows: _padding(rows, image_size, num_classes, source.task),
+      counters=counters)
 
   return DataBundle(
       train=train,
@@ -242,12 +216,69 @@ def _label_fn(task: str, num_classes: int):
 def _padding(rows: int, image_size: int, num_classes: int, task: str):
   label = (np.zeros([rows, num_classes], np.float32)
            if task == sources.MULTI_LABEL else np.zeros([rows], np.int32))
+  return eval_padding(rows, image_size, label=label)
+
+
+def eval_padding(rows: int, image_size: int, **per_row: np.ndarray) -> dict[str, np.ndarray]:
+  """`rows` padding rows of an eval batch: zero images, the task's `per_row` fields
+  (label, ...), index -1 and mask 0."""
   return {
       "image": np.zeros([rows, image_size, image_size, 3], np.float32),
-      "label": label,
+      **per_row,
       "index": np.full([rows], -1, np.int64),
       "mask": np.zeros([rows], np.float32),
   }
+
+
+def check_processes(process_index: int | None, process_count: int | None,
+                    start_step: int) -> tuple[int, int]:
+  """(process_index, process_count), jax's where None; one-line errors for an index
+  outside [0, count) or a negative start step."""
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(
+        f"process_index {process_index} not in [0, {process_count}).")
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  return process_index, process_count
+
+
+def eval_stream(source, decode: Callable, finish: Callable, *, process_index: int,
+                process_count: int, batch_size: int, options: tf.data.Options,
+                prefetch: int, cache: bool, padding: Callable[[int], dict[str, np.ndarray]],
+                counters: Counters, clear_errors: tuple[str, ...] = (train_stream.LABEL_ERROR,),
+                what: str = "Eval pass"
+                ) -> tuple[int, int, Callable[[], Iterator[dict[str, np.ndarray]]]]:
+  """This process's share of `source`'s eval split in stored order, for any task.
+
+  Each record is `decode`d and given `index` (its position in the split); records
+  that fail are dropped (counted by `eval_pass`); then `finish` (labels), the cache
+  after decoding when `cache`, batches of `batch_size`. Returns (examples in the
+  split, batches per pass, a function that starts one pass: `eval_pass`).
+  """
+  num_eval = source.num_examples("eval") if source.has_eval() else 0
+  if not num_eval:
+    return 0, 0, lambda: iter(())
+  num_batches = math.ceil(math.ceil(num_eval / process_count) / batch_size)
+  records, num_local = source.records("eval", process_index, process_count, ordered=True)
+  offset = sources.share_bounds(num_eval, process_index, process_count)[0]
+
+  def decode_with_index(k, record):
+    return dict(decode(record), index=k + offset)
+
+  ds = records.enumerate().map(
+      decode_with_index, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.ignore_errors().map(finish, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True)
+  if cache:
+    ds = ds.cache()
+  ds = ds.batch(batch_size).prefetch(prefetch).with_options(options)
+  return num_eval, num_batches, lambda: eval_pass(
+      ds, num_batches, batch_size, num_local, padding, counters, process_index,
+      clear_errors, what)
 
 
 def eval_pass(dataset: tf.data.Dataset, num_batches: int, batch_size: int,

@@ -39,8 +39,6 @@ whose size differs from its image, is an error (ValueError naming the dataset).
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Iterator
 
 import ml_collections
 from ml_collections import config_dict
@@ -52,7 +50,6 @@ from input_pipeline import embedded_shapes_segmentation
 from input_pipeline import pipeline
 from input_pipeline import segmentation_preprocessing
 from input_pipeline import segmentation_sources
-from input_pipeline import sources
 from input_pipeline import train_stream
 
 TASK = "segmentation"
@@ -86,9 +83,7 @@ _SEG_DEFAULTS = segmentation_data_config()
 
 def get(config, key: str):
   """config[key]; the segmentation default when the config lacks the field."""
-  if key in config:
-    return config[key]
-  return _SEG_DEFAULTS[key]
+  return defaults.get(config, key, _SEG_DEFAULTS)
 
 
 @dataclasses.dataclass
@@ -115,14 +110,8 @@ def create_segmentation_datasets(config, process_index: int | None = None,
     start_step: the train step to start at (the stream equals the start_step=0
       stream without its first start_step batches).
   """
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index {process_index} not in [0, {process_count}).")
-  if start_step < 0:
-    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  process_index, process_count = pipeline.check_processes(process_index, process_count,
+                                                          start_step)
   if get(config, "task") != TASK:
     raise ValueError(f"config.task must be '{TASK}' for segmentation data, got "
                      f"{get(config, 'task')!r}.")
@@ -168,37 +157,17 @@ def create_segmentation_datasets(config, process_index: int | None = None,
       on_skip=train_stream.log_skip(counters), clear_errors=_CLEAR_ERRORS)
 
   # ---- Eval.
-  num_eval = source.num_examples("eval") if source.has_eval() else 0
-  num_eval_batches, eval_ds, n_eval_local = 0, None, 0
-  if num_eval:
-    num_eval_batches = math.ceil(math.ceil(num_eval / process_count) / eval_b)
-    eval_records, n_eval_local = source.records("eval", process_index, process_count,
-                                                ordered=True)
-    eval_offset = sources.share_bounds(num_eval, process_index, process_count)[0]
+  def prepare_eval(example):
+    label = source.to_label(example["mask"], example["image"])
+    image, label, size = segmentation_preprocessing.preprocess_eval(
+        example["image"], label, eval_size=eval_size, ignore_label=IGNORE_LABEL)
+    return {"image": image, "label": label, "size": size, "index": example["index"]}
 
-    def decode_eval(k, record):
-      return dict(source.decode(record), index=k + eval_offset)
-
-    def prepare_eval(example):
-      label = source.to_label(example["mask"], example["image"])
-      image, label, size = segmentation_preprocessing.preprocess_eval(
-          example["image"], label, eval_size=eval_size, ignore_label=IGNORE_LABEL)
-      return {"image": image, "label": label, "size": size, "index": example["index"]}
-
-    eval_ds = eval_records.enumerate().map(decode_eval, num_parallel_calls=tf.data.AUTOTUNE,
-                                           deterministic=True)
-    eval_ds = eval_ds.ignore_errors().map(prepare_eval, num_parallel_calls=tf.data.AUTOTUNE,
-                                          deterministic=True)
-    if cache:
-      eval_ds = eval_ds.cache()
-    eval_ds = eval_ds.batch(eval_b).prefetch(prefetch).with_options(options)
-
-  def eval_batches() -> Iterator[dict[str, np.ndarray]]:
-    if eval_ds is None:
-      return iter(())
-    return pipeline.eval_pass(eval_ds, num_eval_batches, eval_b, n_eval_local,
-                              lambda rows: _padding(rows, eval_size), counters,
-                              process_index, _CLEAR_ERRORS, "Segmentation eval pass")
+  num_eval, num_eval_batches, eval_batches = pipeline.eval_stream(
+      source, source.decode, prepare_eval, process_index=process_index,
+      process_count=process_count, batch_size=eval_b, options=options,
+      prefetch=prefetch, cache=cache, padding=lambda rows: _padding(rows, eval_size),
+      counters=counters, clear_errors=_CLEAR_ERRORS, what="Segmentation eval pass")
 
   return SegmentationDataBundle(
       train=train,
@@ -219,8 +188,6 @@ def create_segmentation_datasets(config, process_index: int | None = None,
 
 
 def _padding(rows: int, size: int) -> dict[str, np.ndarray]:
-  return {"image": np.zeros([rows, size, size, 3], np.float32),
-          "label": np.full([rows, size, size], IGNORE_LABEL, np.int32),
-          "size": np.zeros([rows, 2], np.int32),
-          "index": np.full([rows], -1, np.int64),
-          "mask": np.zeros([rows], np.float32)}
+  return pipeline.eval_padding(rows, size,
+                               label=np.full([rows, size, size], IGNORE_LABEL, np.int32),
+                               size=np.zeros([rows, 2], np.int32))

@@ -58,7 +58,6 @@ a minimal repro, TensorFlow 2.21). Every TrainStream therefore drops its iterato
 from __future__ import annotations
 
 import atexit
-import os
 from typing import Callable, Iterator
 import weakref
 
@@ -67,10 +66,10 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import sources
+from xception_jax import host
 
 # How many following records a substitute search tries before giving up.
 MAX_SUBSTITUTE_TRIES = 1000
-_CORES = os.cpu_count() or 1
 _DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
 # The default `clear_errors`: preprocessing.single_label's and multi_hot's messages
 # (a label id out of range) start with it.
@@ -219,13 +218,14 @@ class TrainStream:
   def _reading_near(self, first: np.int64) -> np.bool_:
     """Whether a chunk starting at local position `first` is within the read-ahead
     of the next position to deliver. tf.data buffers at most a few batches and a
-    chunk or element per core ahead of it; the limit is 4x that, plus
+    chunk or element per input thread ahead of it; the limit is 4x that, plus
     MAX_SUBSTITUTE_TRIES. Reading further means the records since then (nearly) all
     failed: no batch could be filled."""
     return np.bool_(first - self._next < self._read_ahead_limit())
 
   def _read_ahead_limit(self) -> int:
-    return MAX_SUBSTITUTE_TRIES + 4 * (self._prefetch + 2 + _CORES) * (
+    threads = self._options.threading.private_threadpool_size or host.available_cpus()
+    return MAX_SUBSTITUTE_TRIES + 4 * (self._prefetch + 2 + threads) * (
         self._b + sources.LOOKUP_CHUNK)
 
   def __next__(self) -> dict[str, np.ndarray]:

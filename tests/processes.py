@@ -1,4 +1,10 @@
-"""Waiting for the processes of a multi-process test."""
+"""Running and waiting for the processes of a multi-process test."""
+import os
+import socket
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def wait_all(procs, timeout):
@@ -12,3 +18,41 @@ def wait_all(procs, timeout):
     for proc in procs:
       if proc.poll() is None:
         proc.kill()
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def run_main(tmp_path, workdir, data_dir, overrides, timeout, num_processes=2, envs=None,
+             name="process", program=("main.py",)):
+  """Runs `main.py --config=configs/demo.py` as `num_processes` jax.distributed
+  processes on localhost (2 CPU devices each) with `--config.KEY=VALUE` for each
+  item of `overrides` and process i's extra environment variables `envs[i]`; waits
+  for all (`wait_all`), checks that each exited 0 and announced itself ('JAX process
+  i of N'), and returns each one's output (also in tmp_path/<name><i>.log).
+  `program`: what python runs in place of main.py (e.g. ("-c", SCRIPT) wrapping it),
+  given the same arguments."""
+  port = free_port()
+  flags = [f"--config.{k}={v}" for k, v in overrides.items()]
+  procs, logs = [], []
+  for i in range(num_processes):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "PYTHONUNBUFFERED": "1", **(envs[i] if envs else {})}
+    logs.append(open(tmp_path / f"{name}{i}.log", "w+"))
+    procs.append(subprocess.Popen(
+        [sys.executable, *program, "--config=configs/demo.py", f"--workdir={workdir}",
+         f"--config.data_dir={data_dir}", f"--coordinator_address=localhost:{port}",
+         f"--num_processes={num_processes}", f"--process_id={i}", *flags],
+        cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
+  codes = wait_all(procs, timeout=timeout)
+  outputs = []
+  for i, (code, log) in enumerate(zip(codes, logs)):
+    log.seek(0)
+    outputs.append(log.read())
+    log.close()
+    assert code == 0, f"process {i} failed:\n{outputs[i][-5000:]}"
+    assert f"JAX process {i} of {num_processes}" in outputs[i]
+  return outputs

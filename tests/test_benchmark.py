@@ -20,6 +20,7 @@ from jax import lax
 
 from xception_jax import benchmark, hardware, optim, partitioning, step_timing, steps
 from xception_jax.models import depthwise, factory
+from xception_jax.tasks import single_label
 
 TINY = ["--width_multiplier=0.0625", "--num_middle_blocks=1", "--image_size=71",
         "--batch_size=2", "--steps=2", "--warmup=0", "--num_devices=1",
@@ -86,13 +87,13 @@ def _independent_cost(config, mode: str) -> float:
            "mask": jax.ShapeDtypeStruct((b,), jnp.float32)}
   if mode == "train":
     fn = jax.jit(functools.partial(
-        steps.train_step, model=model, tx=tx, task="single_label",
+        steps.train_step, model=model, tx=tx, objective=single_label.objective(config),
         schedule=optim.learning_rate_schedule(config, 1000)),
         in_shardings=(state_sharding, data, replicated),
         out_shardings=(state_sharding, replicated), donate_argnums=0)
     lowered = fn.lower(state, batch, jax.random.key(1))
   else:
-    fn = jax.jit(functools.partial(steps.eval_step, model=model, task="single_label"),
+    fn = jax.jit(single_label.eval_step(config, None, model),
                  in_shardings=(state_sharding, data), out_shardings=(replicated, data))
     lowered = fn.lower(state, batch)
   return lowered.compile().cost_analysis()["flops"] / b

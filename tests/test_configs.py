@@ -65,7 +65,7 @@ def test_unknown_variant_is_named():
 def test_every_unset_field_can_be_set_from_the_command_line(path):
   module = {"configs/demo.py": demo, "configs/imagenet.py": imagenet,
             "configs/multilabel.py": multilabel}[path]
-  values = {str: "x", int: 4, float: 0.5}
+  values = {str: "x", int: 4, float: 0.5, tuple: (1, 3)}
   fields = list(_none_fields(module.get_config()))
   assert fields, "expected optional fields (data_dir, init_from, ...)"
   argv = [f"--config={path}"] + [f"--config.{name}={values[kind]}" for name, kind in fields]

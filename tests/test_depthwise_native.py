@@ -215,11 +215,15 @@ def test_auto_resolves_to_native_on_cpu_else_shift(monkeypatch):
 def test_bfloat16_falls_back_to_shift():
   x, kernel, _ = _random((2, 9, 9, 20), 3, seed=3)
   x, kernel = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
-  y = native.depthwise_conv_native(x, kernel, 2)
+  y = depthwise.DEPTHWISE_IMPLEMENTATIONS["native"](x, kernel, 2)
   assert y.dtype == jnp.bfloat16
   np.testing.assert_array_equal(np.asarray(y, np.float32),
                                 np.asarray(depthwise.depthwise_conv_shift(x, kernel, 2),
                                            np.float32))
+  # The kernel package alone (it imports nothing from models/) takes the fallback it
+  # is given, and without one refuses in one line.
+  with pytest.raises(ValueError, match="computes float32; got bfloat16"):
+    native.depthwise_conv_native(x, kernel, 2)
 
 
 def test_bad_arguments_raise_one_line_errors():

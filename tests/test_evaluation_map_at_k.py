@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 from sklearn.metrics import average_precision_score
 
 from xception_jax.evaluation import map_at_k, map_at_k_jax, mean_average_precision
+from xception_jax.evaluation import map_at_k_checks, top_k
 
 # The package re-exports the function map_at_k, which shadows the submodule's name.
 map_lib = importlib.import_module("xception_jax.evaluation.map_at_k")
@@ -164,7 +165,7 @@ def test_lax_top_k_is_stable():
   np.testing.assert_array_equal(np.asarray(got), expected)
 
 
-_top_k_indices = jax.jit(map_lib.top_k_indices, static_argnames=("k", "axis", "block"))
+_top_k_indices = jax.jit(top_k.top_k_indices, static_argnames=("k", "axis", "block"))
 
 
 @settings(max_examples=30, deadline=None)
@@ -184,8 +185,8 @@ def test_blocked_top_k_is_exact_with_ties(seed, n, k, block, axis):
 
 
 def test_blocked_path_is_used_for_long_axes():
-  assert map_lib.default_block(14_000, 100) == 8
-  assert map_lib.default_block(500, 100) == 1
+  assert top_k.default_block(14_000, 100) == 8
+  assert top_k.default_block(500, 100) == 1
   scores, labels = tied_problem(seed=11, n=700, c=3, levels=4, density=0.05)
   expected = reference_map_at_k(scores, labels, k=10)
   for block in (1, 4, 9, 64):
@@ -199,7 +200,7 @@ def test_blocked_path_is_used_for_long_axes():
 @pytest.mark.parametrize("axis", [0, 1])
 def test_blocked_top_k_keeps_xla_cpu_fast_top_k(axis):
   """XLA:CPU turns top_k into a full sort when more than its [:k] outputs are read."""
-  fn = jax.jit(lambda s: map_lib.top_k_indices(s, 100, axis=axis))
+  fn = jax.jit(lambda s: top_k.top_k_indices(s, 100, axis=axis))
   hlo = fn.lower(jax.ShapeDtypeStruct((14_000, 17_000), jnp.float32)).compile().as_text()
   entry = hlo[hlo.index("ENTRY"):].splitlines()
   assert sum('custom_call_target="TopK"' in line for line in entry) == 2
@@ -312,7 +313,7 @@ def test_valid_inputs_around_the_error_cases():
 
 
 def test_shared_helpers():
-  assert map_lib.scores_have_nan(np.array([1.0, np.nan])) is True
-  assert map_lib.scores_have_nan(np.array([1, 2])) is False
-  assert map_lib.labels_not_binary(np.array([True, False])) is False
+  assert map_at_k_checks.scores_have_nan(np.array([1.0, np.nan])) is True
+  assert map_at_k_checks.scores_have_nan(np.array([1, 2])) is False
+  assert map_at_k_checks.labels_not_binary(np.array([True, False])) is False
   assert float(map_lib._tree_sum(jnp.arange(1.0, 101.0))) == 5050.0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import experiments
-from xception_jax import optim, steps, train
+from xception_jax import optim, steps, tasks, train
 from xception_jax.models import InceptionV3, Xception, create_model
 from xception_jax.validation import ConfigError
 
@@ -105,7 +105,7 @@ def test_every_experiment_trains_one_step(name):
     labels = (rng.random((2, 6)) < 0.3).astype(np.float32)
   step = jax.jit(functools.partial(
       steps.train_step, model=model, tx=tx, schedule=optim.learning_rate_schedule(config),
-      task=config.task, label_smoothing=config.label_smoothing))
+      objective=tasks.get(config.task).objective(config)))
   new, metrics = step(state, {"image": images, "label": labels}, jax.random.key(1))
   assert int(new.step) == 1 and np.isfinite(float(metrics.compute()["loss"]))
   moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new.params, state.params)

@@ -9,11 +9,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import optax
 from sklearn.metrics import confusion_matrix
 
 from configs import base
 from xception_jax import optim, segmentation_steps, steps
+from xception_jax.tasks import segmentation
 
 C, IGNORE = 5, 255
 
@@ -34,7 +36,9 @@ def test_objective_is_the_mean_cross_entropy_over_labelled_pixels():
   rng = np.random.default_rng(0)
   logits = rng.normal(0, 2, (3, 6, 7, C)).astype(np.float32)
   labels = _labels(rng, (3, 6, 7))
-  loss, accuracy = steps.objective(jnp.asarray(logits), jnp.asarray(labels), "segmentation")
+  loss, figures = segmentation.objective(ml_collections.ConfigDict())(
+      jnp.asarray(logits), {"label": jnp.asarray(labels)})
+  accuracy = figures["pixel_accuracy"]
   log_p = _log_softmax(logits)
   losses, hits = [], []
   for b, i, j in np.ndindex(labels.shape):     # pixel by pixel

@@ -4,10 +4,13 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import optax
 import pytest
 
-from xception_jax import losses, steps
+from xception_jax import losses, steps, tasks
+from xception_jax.evaluation.precision import precision_at_k
+from xception_jax.tasks import single_label
 from xception_jax.models import Xception
 
 
@@ -40,16 +43,14 @@ def test_sigmoid_cross_entropy_matches_numpy():
                              stable.sum(-1), rtol=1e-5)
 
 
-def test_top_k_score_is_precision_at_k_for_multi_hot():
+def test_precision_at_k_is_the_label_share_of_the_k_highest_scores():
   rng = np.random.default_rng(2)
   logits = rng.normal(size=(10, 9)).astype(np.float32)
   labels = (rng.random((10, 9)) < 0.4).astype(np.float32)
-  got = np.asarray(steps.top_k_score(jnp.asarray(logits), jnp.asarray(labels), 3))
+  got = np.asarray(precision_at_k(jnp.asarray(logits), jnp.asarray(labels), 3))
   for i in range(10):
     top = np.argsort(-logits[i], kind="stable")[:3]
     assert got[i] == pytest.approx(labels[i, top].mean())
-  single = np.asarray(steps.top_k_score(jnp.asarray(logits), jnp.asarray(labels.argmax(-1)), 1))
-  np.testing.assert_array_equal(single, (logits.argmax(-1) == labels.argmax(-1)).astype(float))
 
 
 @functools.cache
@@ -73,7 +74,7 @@ def _batch(n, multi, seed=0):
 @pytest.mark.parametrize("task", ["single_label", "multi_label"])
 def test_eval_step_ignores_padding_rows(task):
   model, _, state = _tiny()
-  eval_step = jax.jit(functools.partial(steps.eval_step, model=model, task=task))
+  eval_step = jax.jit(tasks.get(task).eval_step(ml_collections.ConfigDict(), None, model))
   real = _batch(4, task == "multi_label")
   padded = jax.tree.map(lambda x: np.concatenate([x, x[:2] * 0 + 7]), real)
   padded["mask"][4:] = 0
@@ -91,7 +92,9 @@ def test_train_step_applies_the_optimizer_to_the_loss_gradient():
   model, tx, state = _tiny()
   batch = _batch(4, multi=False, seed=3)
   train_step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
-                                         schedule=lambda s: 0.1, task="single_label"))
+                                         schedule=lambda s: 0.1,
+                                         objective=single_label.objective(
+                                             ml_collections.ConfigDict())))
   new_state, metrics = train_step(state, batch, jax.random.key(0))
 
   def loss_fn(params):

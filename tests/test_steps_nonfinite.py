@@ -10,9 +10,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import optax
 
 from xception_jax import steps
+from xception_jax.tasks import single_label
 
 
 class _Tiny(nn.Module):
@@ -29,7 +31,8 @@ def _setup():
   model, tx = _Tiny(), optax.sgd(0.1, momentum=0.9)
   state = steps.create_train_state(model, tx, jax.random.key(0), image_size=4)
   step = lambda skip: jax.jit(functools.partial(
-      steps.train_step, model=model, tx=tx, schedule=lambda s: 0.1, task="single_label",
+      steps.train_step, model=model, tx=tx, schedule=lambda s: 0.1,
+      objective=single_label.objective(ml_collections.ConfigDict()),
       skip_nonfinite=skip))
   rng = np.random.default_rng(0)
   batch = {"image": rng.normal(size=(4, 4, 4, 3)).astype(np.float32),

@@ -7,6 +7,8 @@ import functools
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -265,3 +267,28 @@ def test_bad_config_fields_are_named(data_dir, tmp_path):
     train.train_and_evaluate(_tiny_config(data_dir, task="regression"), str(tmp_path))
   with pytest.raises(ValueError, match="Unknown Xception field"):
     train.train_and_evaluate(_tiny_config(data_dir, **{"model.depth": 3}), str(tmp_path))
+
+
+def test_any_eval_batch_size_on_any_device_count(run_one_device, data_dir, tmp_path):
+  """eval_batch_size=1000 on 16 devices (a subprocess: 1000 rows do not split over 16)
+  gives the evaluation of 100 on 4 devices: each process pads its rows to a multiple of
+  its devices with mask-0 rows, which count nowhere. The train batch keeps its check."""
+  config = _tiny_config(data_dir, num_devices=4, eval_only=True, eval_batch_size=100,
+                        init_from=run_one_device[0])
+  four = train.train_and_evaluate(config, str(tmp_path / "four"))
+  overrides = {"data_dir": str(data_dir), "embedded.num_train": 96, "embedded.num_eval": 40,
+               "embedded.image_size": 72, "embedded.num_classes": 8, "image_size": 72,
+               "batch_size": 16, "eval_batch_size": 1000, "model.num_middle_blocks": 1,
+               "model.head_bias_init": 0.0, "eval_only": True,
+               "init_from": run_one_device[0]}
+  result = subprocess.run(
+      [sys.executable, "main.py", "--config=configs/demo.py",
+       f"--workdir={tmp_path / 'sixteen'}", *(f"--config.{k}={v}" for k, v in overrides.items())],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+      text=True, timeout=600,
+      env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=16"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  sixteen = json.loads(result.stdout[result.stdout.rindex("{\n"):])
+  assert set(four) <= set(sixteen)
+  for name, value in four.items():
+    np.testing.assert_allclose(sixteen[name], value, rtol=1e-5, err_msg=name)

@@ -8,13 +8,15 @@ builds it, and its jitted `train_step` / `eval_step` run on hand-made global bat
 - `grad_clip_norm`, by the size of the first SGD update;
 - `head_bias_init`, in the initial state;
 - `shard_head=True`: the head is really split over the devices, and a training step and an
-  evaluation step give what the replicated trainer gives.
+  evaluation step give what the replicated trainer gives;
+- a mesh of 2 slices (`num_slices=2`, the head split within each slice): the same.
 """
 import functools
 import types
 
 import jax
 import numpy as np
+import pytest
 
 from configs import demo
 from xception_jax import partitioning, train
@@ -37,9 +39,9 @@ def _config(**overrides):
 
 
 @functools.cache
-def _trainer(task="multi_label", num_devices=4, **overrides):
+def _trainer(task="multi_label", num_devices=4, num_slices=1, **overrides):
   config = _config(**overrides)
-  mesh = partitioning.create_mesh(num_devices)
+  mesh = partitioning.create_mesh(num_devices if num_slices == 1 else -1, num_slices)
   data = types.SimpleNamespace(task=task, num_classes=CLASSES, num_train_examples=1000)
   trainer = train.Trainer(config, mesh, data)
   return trainer, trainer.init(jax.random.key(config.seed))
@@ -119,12 +121,18 @@ def test_head_bias_init_is_the_initial_logit_bias():
                                 np.full(CLASSES, -2.5, np.float32))
 
 
-def test_shard_head_splits_the_head_and_computes_the_same_steps():
-  sharded, state_s = _trainer(shard_head=True)
+@pytest.mark.parametrize("num_slices", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_shard_head_splits_the_head_and_computes_the_same_steps(num_slices):
+  sharded, state_s = _trainer(shard_head=True, num_slices=num_slices)
   replicated, state_r = _trainer()
   kernel = state_s.params["head"]["kernel"]
   assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, partitioning.DATA)
-  assert {s.data.shape for s in kernel.addressable_shards} == {(kernel.shape[0], CLASSES // 4)}
+  per_slice = 4 // num_slices
+  assert {s.data.shape for s in kernel.addressable_shards} == {
+      (kernel.shape[0], CLASSES // per_slice)}
+  assert sharded.data_sharding.spec == jax.sharding.PartitionSpec(
+      partitioning.batch_axes(sharded.mesh))
+  assert len(sharded.mesh.axis_names) == num_slices
   assert replicated.state_sharding.params["head"]["kernel"].spec == jax.sharding.PartitionSpec()
   jax.tree.map(np.testing.assert_array_equal, state_s.params, state_r.params)
 

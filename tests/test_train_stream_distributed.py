@@ -17,9 +17,6 @@ and C could not continue B's stream.
 import glob
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -30,7 +27,6 @@ import processes
 from input_pipeline import train_stream
 from xception_jax import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, HALF = 6, 3
 TINY = {"embedded.num_train": 40, "embedded.num_eval": 16, "embedded.image_size": 72,
         "embedded.num_classes": 8, "image_size": 72, "batch_size": 8, "eval_batch_size": 8,
@@ -57,12 +53,13 @@ def _losses(workdir):
   return values
 
 
-# main.py, with each TrainStream batch's record ids appended to a file (one JSON line per
-# local batch, in the order the trainer takes them: step by step from the start step).
+# main.py, with each TrainStream batch's record ids appended to the file named by
+# $RECORD_IDS_LOG (one JSON line per local batch, in the order the trainer takes them:
+# step by step from the start step).
 _LOGGING_MAIN = """
-import json, runpy, sys
+import json, os, runpy, sys
 from input_pipeline import train_stream
-path, sys.argv = sys.argv[1], ["main.py", *sys.argv[2:]]
+path, sys.argv = os.environ["RECORD_IDS_LOG"], ["main.py", *sys.argv[1:]]
 take = train_stream.TrainStream.__next__
 def logged(self):
   batch = take(self)
@@ -92,33 +89,12 @@ def _record_ids(*paths):
   return np.array([sum((p[s] for p in per_process), []) for s in range(steps)])
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def _two_processes(workdir, data_dir, tmp_path):
-  port = _free_port()
-  overrides = [f"--config.{k}={v}" for k, v in TINY.items()]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "PYTHONUNBUFFERED": "1"}
-  procs, logs = [], []
-  for i in range(2):
-    logs.append(open(tmp_path / f"process{i}.log", "w+"))
-    procs.append(subprocess.Popen(
-        [sys.executable, "-c", _LOGGING_MAIN, str(tmp_path / f"ids{i}.jsonl"),
-         "--config=configs/demo.py", f"--workdir={workdir}",
-         f"--config.data_dir={data_dir}", f"--config.num_train_steps={HALF}",
-         f"--coordinator_address=localhost:{port}", "--num_processes=2",
-         f"--process_id={i}", *overrides],
-        cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
-  codes = processes.wait_all(procs, timeout=900)
-  for i, code in enumerate(codes):
-    logs[i].seek(0)
-    output = logs[i].read()
-    assert code == 0, f"process {i} failed:\n{output[-5000:]}"
-    assert "JAX process %d of 2" % i in output
+  outputs = processes.run_main(
+      tmp_path, workdir, data_dir, dict(TINY, num_train_steps=HALF), timeout=900,
+      envs=[{"RECORD_IDS_LOG": str(tmp_path / f"ids{i}.jsonl")} for i in range(2)],
+      program=("-c", _LOGGING_MAIN))
+  for output in outputs:
     assert f"Training from step 0 to {HALF}" in output
 
 

@@ -69,6 +69,11 @@ BAD_NUMBERS = [
     ("keep_checkpoints", 0, ">= 1, or None to keep all"),
     ("map_k", 0, ">= 1"),
     ("num_devices", 0, "-1 for every device"),
+    ("num_slices", 0, "-1 for the devices' own slice count"),
+    ("profile_steps", (5, 5), "0 <= first < last"),
+    ("profile_steps", (-1, 3), "0 <= first < last"),
+    ("profile_steps", (2,), "0 <= first < last"),
+    ("profile_steps", (1.0, 3), "0 <= first < last"),
     ("crop_area_range", (0.5, 0.2), "0 < lo <= hi <= 1"),
     ("crop_area_range", (0.0, 1.0), "0 < lo <= hi <= 1"),
     ("crop_aspect_range", (0.0, 1.0), "0 < lo <= hi"),
@@ -102,6 +107,14 @@ def test_removed_fields_are_refused_for_segmentation_too(tmp_path):
     config.shuffle_buffer_size = 8
   _refused(config, tmp_path, "config.shuffle_buffer_size = 8", "removed",
            "config.shuffle = False")
+
+
+def test_several_slices_need_every_device(tmp_path):
+  validation.validate(_config(num_slices=2), str(tmp_path / "run"))
+  validation.validate(_config(num_slices=1, num_devices=2), str(tmp_path / "run"))
+  validation.validate(_config(profile_steps=(0, 3)), str(tmp_path / "run"))
+  _refused(_config(num_slices=2, num_devices=2), tmp_path, "config.num_devices = 2",
+           "-1 when config.num_slices = 2")
 
 
 def test_epochs_must_be_positive_when_they_decide(tmp_path):

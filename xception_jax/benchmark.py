@@ -9,10 +9,10 @@
 
 What is measured is what users run: the model is built by the architecture registry
 (models/factory.py) from `config.model`, the training step is `steps.train_step` with the
-config's optimiser, schedule and loss (optim.py, losses.py), the evaluation step is
-`steps.eval_step` (`segmentation_steps.eval_step` for segmentation), both jitted with
-the trainer's shardings over a mesh of `config.num_devices` devices and run on a
-synthetic batch (no input pipeline). Without `--config`, the config is
+config's optimiser and schedule (optim.py) and the task's objective, the evaluation step
+is the task's (`config.task`, xception_jax/tasks/), both jitted with the trainer's
+shardings over a mesh of `config.num_devices` devices and run on the task's synthetic
+batch (no input pipeline). Without `--config`, the config is
 configs/imagenet.py (the paper's recipe: SGD, momentum, weight decay, dropout 0.5,
 1000 classes) at batch 8, 150x150, float32: the CPU target of the project.
 `--config.FIELD=VALUE` overrides any field of a given config, as main.py takes them;

@@ -8,10 +8,11 @@ says how it was found. `--peak_tflops` of the benchmark command overrides both.
 """
 from __future__ import annotations
 
-import os
 import resource
 
 import jax
+
+from xception_jax import host
 
 # Dense peak TFLOP/s per device: (device_kind substring, {compute dtype: peak}), first
 # match wins. NVIDIA H100 SXM / H200 datasheets: BF16/FP16 tensor 989.4 (dense; 1979 is
@@ -78,7 +79,7 @@ def cpu_flops_per_cycle(cpu_flags: set[str], vendor: str | None) -> tuple[int, s
 
 def cpu_peak() -> tuple[float, str]:
   """An ESTIMATE of the process's CPU FP32 peak FLOP/s: cores x GHz x FLOP/cycle."""
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  cores = host.available_cpus()
   mhz = _cpu_info("cpu MHz")
   ghz = float(mhz) / 1000 if mhz else 2.0
   per_cycle, how = cpu_flops_per_cycle(_cpu_flags(), _cpu_info("vendor_id"))

@@ -1,16 +1,17 @@
-"""clu metric collections for training and evaluation (merged on the host)."""
+"""clu metric collections for training and evaluation (merged on the host).
+
+The fields are the task's (xception_jax/tasks/): a task's objective names its
+training figures (top_1, precision_at_1, pixel_accuracy, ...) and its eval step its
+per-example averages, and these factories make the collection for those names. Each
+factory is cached, so one set of names is one class (a stable pytree type for jit).
+"""
+from __future__ import annotations
+
+import functools
+
 import flax
 import jax.numpy as jnp
 from clu import metrics
-
-
-@flax.struct.dataclass
-class TrainMetrics(metrics.Collection):
-  """loss, top_1 (see `steps.top_k_hits`), global gradient norm and the learning rate."""
-  loss: metrics.Average.from_output("loss")
-  top_1: metrics.Average.from_output("top_1")
-  grad_norm: metrics.Average.from_output("grad_norm")
-  learning_rate: metrics.LastValue.from_output("learning_rate")
 
 
 @flax.struct.dataclass
@@ -29,32 +30,25 @@ class Count(metrics.Metric):
     return self.total
 
 
-@flax.struct.dataclass
-class SkippingTrainMetrics(metrics.Collection):
-  """TrainMetrics' fields and the count of updates skipped for a non-finite loss or
-  gradient (config.skip_nonfinite_updates). clu reads only a class's own annotations,
-  so the fields are repeated rather than inherited."""
-  loss: metrics.Average.from_output("loss")
-  top_1: metrics.Average.from_output("top_1")
-  grad_norm: metrics.Average.from_output("grad_norm")
-  learning_rate: metrics.LastValue.from_output("learning_rate")
-  skipped_updates: Count.from_output("skipped_updates")
+@functools.cache
+def train_metrics(figures: tuple[str, ...], skipping: bool = False
+                  ) -> type[metrics.Collection]:
+  """loss, the task's training figures (each averaged over steps), the global gradient
+  norm and the learning rate; with `skipping` (config.skip_nonfinite_updates) also the
+  count of updates skipped for a non-finite loss or gradient."""
+  fields = {"loss": metrics.Average.from_output("loss")}
+  fields.update({name: metrics.Average.from_output(name) for name in figures})
+  fields["grad_norm"] = metrics.Average.from_output("grad_norm")
+  fields["learning_rate"] = metrics.LastValue.from_output("learning_rate")
+  if skipping:
+    fields["skipped_updates"] = Count.from_output("skipped_updates")
+  return metrics.Collection.create(**fields)
 
 
-@flax.struct.dataclass
-class EvalMetrics(metrics.Collection):
-  """Per-example averages over real (mask=1) examples; padding rows are ignored.
-
-  top_k is top-k accuracy for single-label data and precision@k (the fraction of the k
-  highest-scoring classes that are labels) for multi-label data.
-  """
-  loss: metrics.Average.from_output("loss")
-  top_1: metrics.Average.from_output("top_1")
-  top_5: metrics.Average.from_output("top_5")
-
-
-@flax.struct.dataclass
-class SegmentationEvalMetrics(metrics.Collection):
-  """The eval loss per labelled pixel (padding rows and the ignore label left out); mean
-  IoU and pixel accuracy come from the confusion matrix (evaluation.StreamingMeanIoU)."""
-  loss: metrics.Average.from_output("loss")
+@functools.cache
+def masked_averages(names: tuple[str, ...]) -> type[metrics.Collection]:
+  """Averages over the real (mask=1) rows of eval batches: pass each name's per-example
+  (or per-pixel) values and `mask=` to `single_from_model_output`; padding rows are
+  left out."""
+  return metrics.Collection.create(**{name: metrics.Average.from_output(name)
+                                      for name in names})

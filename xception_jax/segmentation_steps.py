@@ -1,7 +1,7 @@
 """Semantic segmentation's evaluation step and DeepLab's multi-scale, flipped inference.
 
-Training shares `steps.train_step` (its objective for task 'segmentation' is the mean
-per-pixel softmax cross-entropy over labelled pixels). Evaluation differs from
+The segmentation task (tasks/segmentation.py) trains through `steps.train_step` with
+its per-pixel objective and evaluates with `eval_step` here. Evaluation differs from
 classification's: instead of scores for a ranking evaluator it returns the confusion
 matrix of the global batch (rows ground truth, columns prediction; int32), computed
 under jit across all devices, so every process receives the same global counts and the
@@ -16,15 +16,14 @@ the plain argmax of the logits.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xception_jax import losses
+from xception_jax import losses, metrics
 from xception_jax.evaluation.mean_iou import confusion_matrix_jax
-from xception_jax.metrics import SegmentationEvalMetrics
 
 
 def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
@@ -56,7 +55,7 @@ def predict_probabilities(model: nn.Module, variables: dict, images: jax.Array,
 
 def eval_step(state, batch: dict, *, model: nn.Module, num_classes: int,
               ignore_label: int = 255, scales: Sequence[float] = (1.0,),
-              flip: bool = False) -> tuple[SegmentationEvalMetrics, jax.Array]:
+              flip: bool = False) -> tuple[Any, jax.Array]:
   """The loss over labelled pixels of the real rows, and the batch's confusion matrix.
 
   With the default single scale the loss is the cross-entropy of the model's logits;
@@ -76,8 +75,8 @@ def eval_step(state, batch: dict, *, model: nn.Module, num_classes: int,
     per_pixel = -jnp.log(jnp.maximum(picked, 1e-12))
     predictions = jnp.argmax(probabilities, axis=-1)
   real = batch["mask"].astype(bool)[:, None, None]
-  metrics = SegmentationEvalMetrics.single_from_model_output(loss=per_pixel,
-                                                             mask=valid & real)
+  averages = metrics.masked_averages(("loss",)).single_from_model_output(
+      loss=per_pixel, mask=valid & real)
   confusion = confusion_matrix_jax(predictions, labels, num_classes, ignore_label,
                                    mask=batch["mask"])
-  return metrics, confusion
+  return averages, confusion

@@ -1,8 +1,8 @@
 """Timing one of the trainer's compiled steps: the benchmark command's measuring part.
 
 `StepRunner` builds a step exactly as train.Trainer does (model from the architecture
-registry, optimiser and schedule from optim.py, `steps.train_step` / `steps.eval_step`
-or `segmentation_steps.eval_step`, the trainer's shardings over a mesh of
+registry, optimiser and schedule from optim.py, `steps.train_step` with the task's
+objective, or the task's eval step (xception_jax/tasks/), the trainer's shardings over a mesh of
 `config.num_devices`), compiles it ahead of time on a synthetic batch, and runs and
 times it on demand, so that several runners (depthwise implementations, timm) can be
 interleaved. FLOPs come from XLA's cost analysis of the compiled program, memory from
@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from xception_jax import hardware, optim, partitioning, segmentation_steps, steps
+from xception_jax import hardware, optim, partitioning, steps, tasks
 from xception_jax.models import factory
 
 NUM_TRAIN_EXAMPLES = 1_281_167  # the schedule's length for 'poly' (ImageNet's train split)
@@ -101,41 +101,43 @@ class _Progress:
       print(f"compiled {self.what} in {self.seconds:.1f} s", file=self.out, flush=True)
 
 
-def synthetic_batch(config: ml_collections.ConfigDict, task: str, seed: int = 0
+def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0
                     ) -> dict[str, np.ndarray]:
-  """A batch as the input pipeline gives it: images in [-1, 1], labels of the task."""
-  rng = np.random.default_rng(seed)
-  b, s, c = config.batch_size, config.image_size, config.num_classes
-  batch = {"image": rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32),
-           "mask": np.ones([b], np.float32)}
-  if task == "multi_label":
-    batch["label"] = (rng.uniform(size=(b, c)) < 0.1).astype(np.float32)
-  elif task == "segmentation":
-    batch["label"] = rng.integers(0, c, (b, s, s)).astype(np.int32)
-  else:
-    batch["label"] = rng.integers(0, c, b).astype(np.int32)
-  return batch
+  """A batch as the input pipeline gives it, of the config's task (its
+  `synthetic_batch`: images in [-1, 1], the task's labels)."""
+  return tasks.get(config.get("task", "single_label")).synthetic_batch(
+      config, np.random.default_rng(seed))
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticData:
+  """What a task's eval step reads of its data (input_pipeline.DataBundle's fields),
+  for synthetic batches."""
+  num_classes: int
+  class_weights: Any = None
 
 
 class StepRunner:
   """One compiled trainer step (train or eval) with its state and batch, timed on demand.
 
   Built exactly as train.Trainer builds its steps: model from the factory, optimiser
-  and schedule from optim.py, steps.train_step / steps.eval_step, the same shardings."""
+  and schedule from optim.py, steps.train_step / the task's eval step, the same
+  shardings."""
 
   def __init__(self, config: ml_collections.ConfigDict, mode: str,
                depthwise_impl: str | None = None, progress: bool = True):
     overrides = {} if depthwise_impl is None else {"depthwise_impl": depthwise_impl}
     self.mode, self.depthwise_impl = mode, depthwise_impl
     self.batch_size = config.batch_size
-    task = config.get("task", "single_label")
+    task = tasks.get(config.get("task", "single_label"))
     self.model = factory.create_model(config.model, num_classes=config.num_classes,
                                       **overrides)
     total_steps = optim.steps_for(config, NUM_TRAIN_EXAMPLES)
     schedule = optim.learning_rate_schedule(config, total_steps)
     tx = optim.create_optimizer(config, total_steps)
     self.num_devices = mesh_devices(config)
-    mesh = partitioning.create_mesh(config.get("num_devices", -1))
+    mesh = partitioning.create_mesh(config.get("num_devices", -1),
+                                    config.get("num_slices", -1))
     data_sharding = partitioning.data_sharding(mesh)
     replicated = partitioning.replicated(mesh)
     init = functools.partial(steps.create_train_state, self.model, tx,
@@ -144,28 +146,22 @@ class StepRunner:
     state_sharding = partitioning.tree_shardings(
         abstract, mesh, partitioning.partition_rules(config.get("shard_head", False)))
     self.state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(0))
-    self.batch = jax.device_put(synthetic_batch(config, task), data_sharding)
+    self.batch = jax.device_put(synthetic_batch(config), data_sharding)
     if mode == "train":
       self.rng = jax.device_put(jax.random.key(1), replicated)
       step = jax.jit(
           functools.partial(steps.train_step, model=self.model, tx=tx, schedule=schedule,
-                            task=task, label_smoothing=config.get("label_smoothing", 0.0),
+                            objective=task.objective(config),
                             skip_nonfinite=config.get("skip_nonfinite_updates", False)),
           in_shardings=(state_sharding, data_sharding, replicated),
           out_shardings=(state_sharding, replicated), donate_argnums=0)
       args = (self.state, self.batch, self.rng)
-    elif task == "segmentation":
-      step = jax.jit(
-          functools.partial(segmentation_steps.eval_step, model=self.model,
-                            num_classes=config.num_classes,
-                            scales=tuple(config.get("eval_scales", (1.0,))),
-                            flip=config.get("eval_flip", False)),
-          in_shardings=(state_sharding, data_sharding), out_shardings=(replicated, replicated))
-      args = (self.state, self.batch)
     else:
-      step = jax.jit(functools.partial(steps.eval_step, model=self.model, task=task),
+      data = SyntheticData(num_classes=config.num_classes)
+      step = jax.jit(task.eval_step(config, data, self.model),
                      in_shardings=(state_sharding, data_sharding),
-                     out_shardings=(replicated, data_sharding))
+                     out_shardings=(replicated, data_sharding if task.EVAL_OUTPUT_SHARDED
+                                    else replicated))
       args = (self.state, self.batch)
     what = f"{mode} step (depthwise_impl={depthwise_impl})"
     with _Progress(what, quiet=not progress) as timer:

@@ -1,4 +1,8 @@
-"""The training and evaluation steps: pure functions of (state, batch), jitted by train.py.
+"""The training step: a pure function of (state, batch, rng), jitted by train.py.
+
+What the step optimises is the task's (xception_jax/tasks/): its objective maps the
+model's output and the batch to the loss and the figures logged beside it; evaluation
+steps are the tasks' too.
 
 Under `jax.jit` with the batch sharded over the mesh's data axis, every reduction in
 these functions (the loss mean, BatchNorm's batch statistics, the metrics) is over the
@@ -9,7 +13,7 @@ on how many devices share the batch.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import flax.linen as nn
@@ -17,8 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from xception_jax import evaluation, losses
-from xception_jax.metrics import EvalMetrics, SkippingTrainMetrics, TrainMetrics
+from xception_jax import metrics
 
 
 @flax.struct.dataclass
@@ -43,41 +46,15 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
 
-def top_k_score(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """Per example: single-label (int labels), 1.0 if the label is among the k highest
-  logits (top-k accuracy); multi-label (multi-hot labels), the fraction of the k
-  highest that are labels (precision@k)."""
-  if labels.ndim == 1:
-    return evaluation.top_k_hits(logits, labels, k).astype(jnp.float32)
-  _, top = jax.lax.top_k(logits, k)
-  return jnp.mean(jnp.take_along_axis(labels, top, axis=-1), axis=-1)
-
-
-def objective(logits: jax.Array, labels: jax.Array, task: str,
-              label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
-  """The training loss of a task over the global batch, and its top-1 figure.
-
-  single_label: mean softmax cross-entropy (optionally label-smoothed), top-1 accuracy;
-  multi_label: mean over images of the summed sigmoid cross-entropies, precision@1;
-  segmentation: mean softmax cross-entropy over the labelled pixels (label 255 is
-  ignored), pixel accuracy over the same pixels.
-  """
-  if task == "segmentation":
-    per_pixel, valid = losses.pixel_softmax_cross_entropy(logits, labels)
-    hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    return losses.mean_over_valid(per_pixel, valid), losses.mean_over_valid(hits, valid)
-  if task == "single_label":
-    per_example = losses.softmax_cross_entropy(logits, labels, label_smoothing)
-  else:
-    per_example = losses.sigmoid_cross_entropy(logits, labels)
-  return jnp.mean(per_example), jnp.mean(top_k_score(logits, labels, 1))
-
-
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Module,
-               tx: optax.GradientTransformation, schedule: optax.Schedule, task: str,
-               label_smoothing: float = 0.0, skip_nonfinite: bool = False
-               ) -> tuple[TrainState, TrainMetrics]:
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               objective: Callable[[jax.Array, dict], tuple[jax.Array, dict]],
+               skip_nonfinite: bool = False) -> tuple[TrainState, Any]:
   """One synchronous SGD/RMSprop step on the global batch.
+
+  objective: the task's (`tasks.get(config.task).objective(config)`): (logits, batch)
+  -> (loss, {figure: value}); the figures are logged beside the loss
+  (`metrics.train_metrics`).
 
   skip_nonfinite: when the loss or the gradient norm is not finite, keep the old
   params, BN statistics and optimiser state (the step counter still advances, as the
@@ -89,42 +66,25 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: nn.Modu
     logits, updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
         mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-    loss, top_1 = objective(logits, batch["label"], task, label_smoothing)
-    return loss, (top_1, updates["batch_stats"])
+    loss, figures = objective(logits, batch)
+    return loss, (figures, updates["batch_stats"])
 
-  (loss, (top_1, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (loss, (figures, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             batch_stats=batch_stats, opt_state=opt_state)
   grad_norm = optax.tree.norm(grads)
-  outputs = dict(loss=loss, top_1=top_1, grad_norm=grad_norm,
+  outputs = dict(loss=loss, **figures, grad_norm=grad_norm,
                  learning_rate=schedule(state.step))
+  collection = metrics.train_metrics(tuple(figures), skip_nonfinite)
   if not skip_nonfinite:
-    return new_state, TrainMetrics.single_from_model_output(**outputs)
+    return new_state, collection.single_from_model_output(**outputs)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   keep_old = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = new_state.replace(params=keep_old(new_state.params, state.params),
                                 batch_stats=keep_old(new_state.batch_stats, state.batch_stats),
                                 opt_state=keep_old(new_state.opt_state, state.opt_state))
-  return new_state, SkippingTrainMetrics.single_from_model_output(
+  return new_state, collection.single_from_model_output(
       **outputs, skipped_updates=(~finite).astype(jnp.int32))
-
-
-def eval_step(state: TrainState, batch: dict, *, model: nn.Module, task: str
-              ) -> tuple[EvalMetrics, jax.Array]:
-  """Metrics over the real rows of an eval batch, and the scores the evaluator ranks
-  (softmax probabilities for single-label, sigmoid probabilities for multi-label)."""
-  logits = model.apply(state.variables, batch["image"], train=False)
-  if task == "single_label":
-    per_example = losses.softmax_cross_entropy(logits, batch["label"])
-    scores = jax.nn.softmax(logits)
-  else:
-    per_example = losses.sigmoid_cross_entropy(logits, batch["label"])
-    scores = jax.nn.sigmoid(logits)
-  k = min(5, logits.shape[-1])
-  metrics = EvalMetrics.single_from_model_output(
-      loss=per_example, top_1=top_k_score(logits, batch["label"], 1),
-      top_5=top_k_score(logits, batch["label"], k), mask=batch["mask"])
-  return metrics, scores
 

@@ -31,9 +31,8 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 import input_pipeline
-from xception_jax import (checkpointing, optim, partitioning, preemption,
-                          segmentation_steps, steps, validation)
-from xception_jax.evaluation import StreamingMapAtK, StreamingMeanIoU
+from xception_jax import (checkpointing, optim, partitioning, preemption, profiling, steps,
+                          tasks, validation)
 from xception_jax.models import create_model, model_to_fields
 
 def _model(config: ml_collections.ConfigDict, num_classes: int):
@@ -90,11 +89,12 @@ def _head_module(path) -> str:
 class Trainer:
   """Holds what one run compiles once: mesh, shardings, model, optimiser, steps."""
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, data: Any):
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, data: Any,
+               task: tasks.Task | None = None):
     self.config = config
     self.data = data
     self.mesh = mesh
-    self.task = data.task
+    self.task = task = task or tasks.get(config.task)
     self.model = _model(config, data.num_classes)
     total_steps = optim.steps_for(config, data.num_train_examples)
     self.schedule = optim.learning_rate_schedule(config, total_steps)
@@ -113,26 +113,15 @@ class Trainer:
     self.init = jax.jit(init, out_shardings=self.state_sharding)
     self.train_step = jax.jit(
         functools.partial(steps.train_step, model=self.model, tx=self.tx,
-                          schedule=self.schedule, task=self.task,
-                          label_smoothing=config.get("label_smoothing", 0.0),
+                          schedule=self.schedule, objective=task.objective(config),
                           skip_nonfinite=config.get("skip_nonfinite_updates", False)),
         in_shardings=(self.state_sharding, self.data_sharding, replicated),
         out_shardings=(self.state_sharding, replicated), donate_argnums=0)
-    if self.task == "segmentation":
-      # The confusion matrix of the global batch, the same on every process.
-      self.eval_step = jax.jit(
-          functools.partial(segmentation_steps.eval_step, model=self.model,
-                            num_classes=data.num_classes,
-                            ignore_label=getattr(data, "ignore_label", 255),
-                            scales=tuple(config.get("eval_scales", (1.0,))),
-                            flip=config.get("eval_flip", False)),
-          in_shardings=(self.state_sharding, self.data_sharding),
-          out_shardings=(replicated, replicated))
-    else:
-      self.eval_step = jax.jit(
-          functools.partial(steps.eval_step, model=self.model, task=self.task),
-          in_shardings=(self.state_sharding, self.data_sharding),
-          out_shardings=(replicated, self.data_sharding))
+    self.eval_step = jax.jit(
+        task.eval_step(config, data, self.model),
+        in_shardings=(self.state_sharding, self.data_sharding),
+        out_shardings=(replicated,
+                       self.data_sharding if task.EVAL_OUTPUT_SHARDED else replicated))
 
   # -- state -------------------------------------------------------------------------
   def initial_state(self, manager) -> steps.TrainState:
@@ -177,94 +166,32 @@ class Trainer:
 
   # -- evaluation --------------------------------------------------------------------
   def evaluate(self, state: steps.TrainState, stop=None) -> dict[str, float]:
-    """One pass over the eval split: loss, top-1/top-5, and for multi-label data the
-    weighted MAP@K of the evaluator (with a random-score baseline for reference).
-    Returns {} early when `stop()` becomes True (a preemption notice)."""
-    config = self.config
+    """One pass over the eval split: the averages of the task's eval step (loss, ...)
+    and its evaluator's metrics over every process (MAP@K, mean IoU, ... with their
+    chance levels), each named eval_<name>. Returns {} early when `stop()` becomes True
+    (a preemption notice)."""
     if not self.data.num_eval_examples:
       logging.warning("No eval split (config.eval_split=%r): nothing to evaluate.",
-                      config.eval_split)
+                      self.config.eval_split)
       return {}
-    if self.task == "segmentation":
-      return self._evaluate_segmentation(state, stop)
-    multi = self.task == "multi_label"
-    if multi:
-      k, weights = config.map_k, self.data.class_weights
-      evaluator = StreamingMapAtK(self.data.num_classes, k=k, class_weights=weights)
-      baseline = StreamingMapAtK(self.data.num_classes, k=k, class_weights=weights)
-      rng = np.random.default_rng([config.seed, jax.process_index()])
-
-    def consume(local, scores):
-      if multi:
-        rows = partitioning.local_rows(scores)
-        evaluator.update(rows, local["label"], indices=local["index"], mask=local["mask"])
-        baseline.update(rng.random(rows.shape, np.float32), local["label"],
-                        indices=local["index"], mask=local["mask"])
-
-    totals = self._eval_pass(state, stop, consume)
-    if totals is None:
-      return {}
-    results = {f"eval_{name}": float(value) for name, value in totals.compute().items()}
-    if multi:
-      results[f"eval_map_at_{config.map_k}"] = _merged_result(evaluator)
-      results[f"eval_map_at_{config.map_k}_random_scores"] = _merged_result(baseline)
-    return results
-
-  def _eval_pass(self, state: steps.TrainState, stop, consume):
-    """One pass of eval_step over the eval split, calling `consume(local_batch, output)`
-    for each batch. Returns the merged clu metrics, or None when `stop()` became True
-    (a preemption notice)."""
+    evaluator = self.task.evaluator(self.config, self.data)
     totals = None
     for local in self.data.eval_batches():
       if stop is not None and stop():
         logging.warning("Evaluation at step %d interrupted (preemption).", int(state.step))
-        return None
+        return {}
+      # Any eval_batch_size on any device count: each process pads its rows to a
+      # multiple of its devices (mask 0), as the pipeline pads the pass's last batch.
+      local = partitioning.pad_rows(local, len(self.mesh.local_devices))
       batch = partitioning.make_global_batch(local, self.data_sharding)
       metrics, output = self.eval_step(state, batch)
       totals = metrics if totals is None else totals.merge(metrics)
-      consume(local, output)
+      evaluator.update(local, output)
       preemption.fault_point("eval", int(state.step))
-    return totals
-
-  def _evaluate_segmentation(self, state: steps.TrainState, stop=None) -> dict[str, float]:
-    """Loss per labelled pixel, mean IoU, pixel accuracy and per-class IoU over the eval
-    split, and the mean IoU of predicting the most frequent class everywhere (chance)."""
-    evaluator = StreamingMeanIoU(self.data.num_classes,
-                                 ignore_label=getattr(self.data, "ignore_label", 255))
-    totals = self._eval_pass(
-        state, stop, lambda local, confusion: evaluator.add_confusion_matrix(
-            np.asarray(jax.device_get(confusion))))
-    if totals is None:
-      return {}
-    iou = evaluator.result()
     results = {f"eval_{name}": float(value) for name, value in totals.compute().items()}
-    results["eval_mean_iou"] = float(iou["mean_iou"])
-    results["eval_pixel_accuracy"] = float(iou["pixel_accuracy"])
-    results["eval_mean_iou_majority_class"] = _majority_class_mean_iou(evaluator.confusion)
-    for c, value in enumerate(iou["per_class_iou"]):
-      results[f"eval_iou/class_{c}"] = float(value)
+    results.update({f"eval_{name}": float(value)
+                    for name, value in evaluator.result().items()})
     return results
-
-
-def _majority_class_mean_iou(confusion: np.ndarray) -> float:
-  """The mean IoU of predicting the most frequent ground-truth class at every pixel:
-  that class scores its pixel share, every other class present scores 0."""
-  pixels = confusion.sum(axis=1)
-  return float(pixels.max() / pixels.sum() / np.count_nonzero(pixels))
-
-
-def _merged_result(evaluator: StreamingMapAtK) -> float:
-  """Combines every process's evaluator state (all-gather) and computes MAP@K."""
-  if jax.process_count() == 1:
-    return evaluator.result()
-  gathered = multihost_utils.process_allgather(evaluator.state_arrays())
-  total = StreamingMapAtK(evaluator.num_classes, k=evaluator.k,
-                          class_weights=evaluator.class_weights)
-  for p in range(jax.process_count()):
-    total.merge(StreamingMapAtK.from_state_arrays(
-        {name: array[p] for name, array in gathered.items()}, evaluator.num_classes,
-        k=evaluator.k, class_weights=evaluator.class_weights))
-  return total.result()
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str, start_step: int) -> None:
@@ -275,10 +202,10 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str, start_step: i
       f.write(config.to_json_best_effort(indent=2))
 
 
-def _create_datasets(config: ml_collections.ConfigDict, start_step: int):
-  """This process's data. In multi-process runs process 0 alone generates the embedded
-  dataset while the others wait, so processes sharing a data_dir do not race."""
-  segmentation = config.task == "segmentation"
+def _create_datasets(config: ml_collections.ConfigDict, task: tasks.Task, start_step: int):
+  """This process's data, as the task asks for it. In multi-process runs process 0
+  alone generates the embedded dataset while the others wait, so processes sharing a
+  data_dir do not race."""
   if jax.process_count() > 1:
     if jax.process_index() == 0:
       if config.dataset == input_pipeline.sources.EMBEDDED_NAME:
@@ -287,19 +214,16 @@ def _create_datasets(config: ml_collections.ConfigDict, start_step: int):
         input_pipeline.embedded_shapes_segmentation.prepare(
             config.data_dir, **config.embedded_segmentation.to_dict())
     multihost_utils.sync_global_devices("embedded dataset prepared")
-  create = (input_pipeline.create_segmentation_datasets if segmentation
-            else input_pipeline.create_datasets)
-  return create(config, process_index=jax.process_index(),
-                process_count=jax.process_count(), start_step=start_step)
+  return task.create_datasets(config, process_index=jax.process_index(),
+                              process_count=jax.process_count(), start_step=start_step)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or, with eval_only, evaluates) as the config says; returns the last
   evaluation's metrics."""
   validation.validate(config, workdir)
-  mesh = partitioning.create_mesh(config.get("num_devices", -1))
+  mesh = partitioning.create_mesh(config.get("num_devices", -1), config.get("num_slices", -1))
   partitioning.check_batch_size(config.batch_size, mesh, "batch_size")
-  partitioning.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   writer = metric_writers.create_default_writer(workdir,
@@ -308,17 +232,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
       asynchronous=config.get("async_checkpointing", True))
   start_step = manager.latest_step() or 0
-  data = _create_datasets(config, start_step)
-  trainer = Trainer(config, mesh, data)
+  task = tasks.get(config.task)
+  data = _create_datasets(config, task, start_step)
+  trainer = Trainer(config, mesh, data, task)
   num_steps = optim.steps_for(config, data.num_train_examples)
   logging.info("Model: %d trainable parameters; %s on %d device(s), %d process(es).",
-               _count(trainer.abstract_state.params), trainer.task, trainer.mesh.size,
+               _count(trainer.abstract_state.params), task.NAME, trainer.mesh.size,
                jax.process_count())
 
   state = trainer.initial_state(manager)
   step = int(state.step)
   if step != start_step:  # the latest checkpoint was damaged and moved aside
-    trainer.data = data = _create_datasets(config, step)
+    trainer.data = data = _create_datasets(config, task, step)
   _write_config(config, workdir, step)
   if config.get("eval_only"):
     results = trainer.evaluate(state)
@@ -339,10 +264,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Training from step %d to %d.", step, num_steps)
   saved_step = manager.latest_step()
   skipped_total = 0
-  with metric_writers.ensure_flushes(writer), preemption.Preemption() as preempt:
+  with metric_writers.ensure_flushes(writer), preemption.Preemption() as preempt, \
+      profiling.StepProfiler.from_config(config, workdir) as profile:
     while step < num_steps:
       if preempt.should_stop(step):
         break
+      profile(step, state)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = trainer.train_step(state, next(batches), rng)
       preemption.fault_point("train_step", step + 1)

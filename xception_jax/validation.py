@@ -5,7 +5,8 @@ field, the value, and what is allowed or how to fix it. main.py prints that line
 exits with status 2 (a traceback only with `--debug`).
 
 The checks are data, to be read and extended:
-  RULES       one row per scalar field: (field path, test, what is allowed). A row whose
+  RULES       one row per scalar field: (field path, test, what is allowed, or a
+              callable saying it when the list is known only at run time). A row whose
               field the config lacks is skipped, so configs of other models and tasks
               share the table; add a row for a new field (tests/test_validation_rules.py
               checks that every row names a field of configs/base.py or a DeepLab
@@ -25,9 +26,11 @@ import glob
 import math
 import numbers
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import ml_collections
+
+from xception_jax import tasks
 
 
 class ConfigError(ValueError):
@@ -83,8 +86,13 @@ def increasing_pair(lo: float, hi: float) -> Callable[[Any], bool]:
   return test
 
 
+def step_window(v) -> bool:
+  """(first, last): integers with 0 <= first < last."""
+  return (isinstance(v, (tuple, list)) and len(v) == 2 and all(_int(x) for x in v)
+          and 0 <= v[0] < v[1])
+
+
 OPTIMIZERS = ("sgd", "rmsprop")
-TASKS = ("single_label", "multi_label", "segmentation")
 SCHEDULES = ("exponential", "poly")
 
 
@@ -94,9 +102,10 @@ def positive_numbers(v) -> bool:
           and all(positive(x) for x in v))
 
 # (field, test, what is allowed). Fields absent from a config are skipped.
-RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = [
     # Data (input_pipeline/defaults.py).
-    ("task", one_of(*TASKS), f"one of {TASKS}"),
+    ("task", lambda v: v in tasks.names(),
+     lambda: f"a known task, one of {tasks.names()} (xception_jax/tasks/)"),
     ("num_classes", optional(at_least(1)), "None (the dataset's) or an integer >= 1"),
     ("batch_size", at_least(1), "an integer >= 1 (the global batch)"),
     ("eval_batch_size", at_least(1), "an integer >= 1 (the global batch)"),
@@ -108,7 +117,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("crop_min_object_covered", between(0.0, 1.0), "a number in [0, 1]"),
     ("eval_crop_fraction", between(0.0, 1.0, lo_open=True), "a number in (0, 1]"),
     ("prefetch_batches", at_least(0), "an integer >= 0"),
-    ("input_threads", optional(at_least(1)), "None (all cores) or an integer >= 1"),
+    ("input_threads", optional(at_least(1)), "None (the CPUs this process may run on) or an integer >= 1"),
     ("cache", boolean, "True or False"),
     ("embedded.num_train", at_least(1), "an integer >= 1"),
     ("embedded.num_eval", at_least(0), "an integer >= 0"),
@@ -159,10 +168,15 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("prefetch_to_device", at_least(0), "an integer >= 0"),
     ("map_k", at_least(1), "an integer >= 1"),
     ("eval_only", boolean, "True or False"),
+    ("profile_steps", optional(step_window),
+     "None or (first, last): integer steps with 0 <= first < last"),
+    ("profile_all_processes", boolean, "True or False"),
     # Sharding (xception_jax/partitioning.py).
     ("num_devices", lambda v: _int(v) and (v == -1 or v >= 1),
      "an integer >= 1, or -1 for every device"),
     ("shard_head", boolean, "True or False"),
+    ("num_slices", lambda v: _int(v) and (v == -1 or v >= 1),
+     "an integer >= 1, or -1 for the devices' own slice count"),
 ]
 
 
@@ -175,7 +189,9 @@ def _get(config, path: str, default=KeyError):
   return node
 
 
-def _fail(field: str, value: Any, allowed: str) -> ConfigError:
+def _fail(field: str, value: Any, allowed: Union[str, Callable[[], str]]) -> ConfigError:
+  """allowed: what the field may be (a callable for a list known only at run time)."""
+  allowed = allowed() if callable(allowed) else allowed
   return ConfigError(f"config.{field} = {value!r}: must be {allowed}.")
 
 
@@ -273,8 +289,17 @@ def _check_removed(config) -> Optional[str]:
   return None
 
 
+def _check_slices(config) -> Optional[str]:
+  """Several slices use every device: num_devices picks devices of one process only."""
+  slices, devices = _get(config, "num_slices", -1), _get(config, "num_devices", -1)
+  if _int(slices) and slices > 1 and devices not in (-1, None):
+    return (f"config.num_devices = {devices!r}: must be -1 when config.num_slices = "
+            f"{slices} (a mesh of several slices uses every device).")
+  return None
+
+
 CHECKS: list[Callable[[Any], Optional[str]]] = [_check_epochs, _check_scale_factors,
-                                                 _check_removed,
+                                                 _check_removed, _check_slices,
                                                  _check_dataset, _check_files]
 
 

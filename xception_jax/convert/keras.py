@@ -57,17 +57,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xception_jax.convert import keras_inception_v3
+from xception_jax.convert.keras_common import KERAS_HEAD, _check_filled, _set, _target
 from xception_jax.convert.keras_file import (_KERAS3_CLASS_KIND, KerasFileError,
                                              _FileLayer, _natural_key, read_keras_file)
 from xception_jax.models import factory
 from xception_jax.models.xception import Xception
 
-KERAS_HEAD = "predictions"
 NUM_MIDDLE_BLOCKS = 8
 
 
 XCEPTION = "xception"
-INCEPTION_V3 = "inception_v3"
+INCEPTION_V3 = keras_inception_v3.ARCHITECTURE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,30 +155,6 @@ def _flax_leaves(kind: str) -> list[tuple[str, ...]]:
              ("batch_stats", "mean"), ("batch_stats", "var")],
       "dense": [("params", "kernel"), ("params", "bias")],
   }[kind]
-
-
-def _get(tree: Mapping, path: Sequence[str]) -> Any:
-  for p in path:
-    tree = tree[p]
-  return tree
-
-
-def _set(tree: dict, path: Sequence[str], value: Any) -> None:
-  for p in path[:-1]:
-    tree = tree.setdefault(p, {})
-  tree[path[-1]] = value
-
-
-def _check_filled(abstract: Any, variables: Any) -> None:
-  """Every Flax variable of the model's structure must have been filled, no more, no less."""
-  expected_paths = {jax.tree_util.keystr(k) for k, _ in
-                    jax.tree_util.tree_leaves_with_path(abstract)}
-  filled_paths = {jax.tree_util.keystr(k) for k, _ in
-                  jax.tree_util.tree_leaves_with_path(variables)}
-  if expected_paths != filled_paths:
-    raise KerasFileError(
-        f"conversion left Flax variables unfilled {sorted(expected_paths - filled_paths)[:5]}"
-        f" or filled unknown ones {sorted(filled_paths - expected_paths)[:5]}.")
 
 
 def _match(layers: list[_FileLayer], include_top: Optional[bool],
@@ -281,7 +258,6 @@ def _convert(layers: list[_FileLayer], description: str, include_top: Optional[b
              model_overrides: Mapping[str, Any]) -> tuple[Any, dict]:
   """Recognises the network of `layers` and converts them (used by the CLI)."""
   if detect_architecture(layers, description) == INCEPTION_V3:
-    from xception_jax.convert import keras_inception_v3  # pylint: disable=import-outside-toplevel
     return keras_inception_v3.convert(layers, description, include_top, model_overrides)
   return _convert_xception(_name_unnamed_xception_layers(layers), description,
                            include_top, model_overrides)
@@ -302,12 +278,7 @@ def _convert_xception(layers: list[_FileLayer], description: str,
     for index, (leaf, array) in enumerate(zip(_flax_leaves(spec.kind), layer.arrays)):
       collection, *rest = leaf
       full_path = (collection,) + spec.flax_path + tuple(rest)
-      try:
-        target = _get(abstract, full_path)
-      except KeyError:
-        raise KerasFileError(
-            f"Flax model {factory.model_to_fields(model)} has no variable "
-            f"{'/'.join(full_path)} for Keras layer {spec.keras_name!r}.") from None
+      target = _target(abstract, full_path, model, spec.keras_name)
       expected = _keras_shape(spec.kind, index, target.shape)
       if array.shape != expected:
         raise KerasFileError(

@@ -1,11 +1,12 @@
 """Keras `keras.applications.InceptionV3` weights -> Flax `InceptionV3` variables.
 
 Called by `keras.from_keras` when the file is recognised as Inception V3 (its
-BatchNormalization layers have no scale); the file reading is keras.py's, so every
+BatchNormalization layers have no scale); the file reading is keras_file.py's, so every
 format it accepts works here: legacy HDF5 weights (Keras 2 `save_weights`, the layout
 of the published `inception_v3_weights_tf_dim_ordering_tf_kernels(_notop).h5`), a
 legacy whole-model `.h5` (Keras 3 `model.save('x.h5')`), Keras 3 `.weights.h5` and
-`.keras`.
+`.keras`. What it shares with keras.py's Xception matching is keras_common.py's: this
+module never imports keras.py (keras.py imports it).
 
 Keras names none of InceptionV3's 94 convolutions and batch normalizations: they are
 `conv2d`, `conv2d_1`, ... and `batch_normalization`, `batch_normalization_1`, ...
@@ -33,7 +34,7 @@ from typing import Any, Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from xception_jax.convert.keras import KERAS_HEAD, _check_filled, _get, _set
+from xception_jax.convert.keras_common import KERAS_HEAD, _check_filled, _set, _target
 from xception_jax.convert.keras_file import KerasFileError, _FileLayer
 from xception_jax.models import factory
 from xception_jax.models.inception_v3 import KERAS_ORDER, MIN_IMAGE_SIZE, InceptionV3
@@ -148,12 +149,7 @@ def convert(layers: list[_FileLayer], description: str, include_top: Optional[bo
     for leaf, weight, array in zip(_LEAVES[kind], _WEIGHTS[kind], layer.arrays):
       collection, *rest = leaf
       full_path = (collection,) + module_path + tuple(rest)
-      try:
-        target = _get(abstract, full_path)
-      except KeyError:
-        raise KerasFileError(
-            f"Flax model {factory.model_to_fields(model)} has no variable "
-            f"{'/'.join(full_path)} for Keras layer {layer.name!r}.") from None
+      target = _target(abstract, full_path, model, layer.name)
       expected = target.shape
       if array.shape != expected:
         raise KerasFileError(

@@ -38,36 +38,32 @@ Notes:
 
 Implementation: ``jax.lax.top_k`` selects the top K per class (it is stable:
 equal values come out lower index first, which is the tie rule above; a test
-checks it). For long axes it runs twice (`top_k_indices`): over the maxima of
-blocks of ~8 images, then over the images of the K best blocks; this is exact,
-and 2-3x faster on CPU than one top_k over the transposed matrix. The labels
+checks it). For long axes it runs twice (`top_k_indices`, in top_k.py): over the
+maxima of blocks of ~8 images, then over the images of the K best blocks; this is
+exact, and 2-3x faster on CPU than one top_k over the transposed matrix. The labels
 at those ranks are gathered and AP comes from an integer cumulative sum. All
 sums of floats are fixed-order pairwise sums (`_tree_sum`), and the final
 reductions are jitted functions shared with the streaming evaluator
-(`streaming.py`), which therefore gives bit-identical results.
+(`streaming.py`), which therefore gives bit-identical results. The input checks
+are map_at_k_checks.py's.
 """
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-MODES = ("per_class", "per_image")
+from xception_jax.evaluation.map_at_k_checks import check_k_and_mode
+from xception_jax.evaluation.map_at_k_checks import validate_inputs
+from xception_jax.evaluation.top_k import top_k_indices
 
 
 # ---------------------------------------------------------------------------
 # Building blocks (pure, jit-able). Shared with streaming.py.
 # ---------------------------------------------------------------------------
-
-
-def canonical_scores(scores: jax.Array) -> jax.Array:
-  """Scores as float32 with ``-0.0`` mapped to ``0.0`` (top_k orders them)."""
-  scores = jnp.asarray(scores, jnp.float32)
-  return jnp.where(scores == 0, jnp.zeros_like(scores), scores)
 
 
 def _tree_sum(x: jax.Array) -> jax.Array:
@@ -150,65 +146,6 @@ def per_image_reduce(ranked_labels: jax.Array,
   return _tree_sum(jnp.where(has_labels, ap, 0.0)) / count.astype(jnp.float32), count
 
 
-def default_block(n: int, k: int) -> int:
-  """Block size for `top_k_indices`: ~sqrt(n / 2k) balances its two top_k calls."""
-  block = int(np.sqrt(n / (2 * k)))
-  return block if block >= 4 else 1
-
-
-def top_k_indices(scores: jax.Array, k: int, axis: int,
-                  block: int | None = None) -> jax.Array:
-  """Positions of the top ``min(k, n)`` entries along ``axis`` of a 2-D array.
-
-  Ordered by (score descending, position ascending), scores compared as
-  `canonical_scores`. Returns ``[m, min(k, n)]`` int32 where ``m`` is the size
-  of the other axis.
-
-  With ``block > 1`` it is exact but faster for long axes: the axis is cut into
-  blocks of ``block`` entries, the top k blocks by (block maximum descending,
-  block position ascending) are selected, and the final top k is taken among
-  their entries only. This is exact: an entry outside those blocks has k
-  blocks ranked above its own, and each of their maxima ranks above it (a
-  larger score, or an equal score at a lower position). Two ``lax.top_k``
-  calls over ``n / block`` and ``k * block`` entries replace one over ``n``
-  (and on CPU, the transpose of the whole matrix for ``axis=0``).
-  """
-  n, m = scores.shape[axis], scores.shape[1 - axis]
-  kk = min(k, n)
-  block = default_block(n, kk) if block is None else block
-  num_blocks = -(-n // block)
-  if block <= 1 or num_blocks <= kk:
-    x = canonical_scores(scores)
-    return jax.lax.top_k(x.T if axis == 0 else x, kk)[1]
-  full = n // block
-  body = jax.lax.slice_in_dim(scores, 0, full * block, axis=axis)
-  if axis == 0:
-    maxima = jnp.max(body.reshape(full, block, m), axis=1).T  # [m, full]
-  else:
-    maxima = jnp.max(body.reshape(m, full, block), axis=2)
-  if full < num_blocks:  # A last, shorter block.
-    tail = jnp.max(jax.lax.slice_in_dim(scores, full * block, n, axis=axis), axis=axis)
-    maxima = jnp.concatenate([maxima, tail[:, None]], axis=1)
-  maxima = canonical_scores(maxima)
-  _, blocks = jax.lax.top_k(maxima, kk)
-  blocks = jnp.sort(blocks, axis=1)  # Candidates in position order: top_k's ties.
-  # Read nothing else from top_k's outputs (not its values, not its k-th
-  # index): XLA:CPU then replaces its fast TopK call with a full sort.
-  kth_maximum = jnp.min(jnp.take_along_axis(maxima, blocks, axis=1), axis=1, keepdims=True)
-  candidates = (blocks[:, :, None] * block + jnp.arange(block)).reshape(m, kk * block)
-  lanes = jnp.arange(m)[:, None]
-  values = canonical_scores(scores[jnp.minimum(candidates, n - 1), lanes] if axis == 0
-                            else scores[lanes, jnp.minimum(candidates, n - 1)])
-  # Entries below the k-th best block maximum cannot make the top k (k maxima
-  # rank above them): as -inf they cost top_k nothing. Entries past the end
-  # of the last block must rank last; they come last in position too.
-  keep = (candidates < n) & (values >= kth_maximum)
-  values = jnp.where(keep, values, -jnp.inf)
-  candidates = jnp.minimum(candidates, n - 1)
-  _, best = jax.lax.top_k(values, kk)
-  return jnp.take_along_axis(candidates, best, axis=1)
-
-
 def rank_per_class(scores: jax.Array, labels: jax.Array, k: int,
                    block: int | None = None) -> tuple[jax.Array, jax.Array]:
   """Ranked labels of each class's top K images, and positives per class.
@@ -273,122 +210,6 @@ rank_per_class_jit = jax.jit(rank_per_class, static_argnames=("k", "block"))
 rank_per_image_jit = jax.jit(rank_per_image, static_argnames=("k", "block"))
 per_class_reduce_jit = jax.jit(per_class_reduce)
 per_image_reduce_jit = jax.jit(per_image_reduce)
-
-
-# ---------------------------------------------------------------------------
-# Validation.
-# ---------------------------------------------------------------------------
-
-
-def check_k_and_mode(k: Any, mode: Any) -> None:
-  """Raises ``ValueError`` unless ``k`` is an integer >= 1 and ``mode`` is known."""
-  if (isinstance(k, bool) or not isinstance(k, numbers.Integral)) or k < 1:
-    raise ValueError(f"k must be an integer >= 1, got k={k!r}.")
-  if mode not in MODES:
-    raise ValueError(f"Unknown mode={mode!r}; expected one of {MODES}.")
-
-
-def check_class_weights(class_weights: Any, num_classes: int,
-                        mode: str = "per_class") -> np.ndarray:
-  """Validates class weights; returns them as a float32 ``[C]`` NumPy array."""
-  if mode != "per_class":
-    raise ValueError(f"class_weights are only used with mode='per_class' "
-                     f"(got mode={mode!r}); per-image MAP is unweighted.")
-  weights = np.asarray(class_weights)
-  if weights.dtype == bool or not np.issubdtype(weights.dtype, np.number) \
-      or np.issubdtype(weights.dtype, np.complexfloating):
-    raise ValueError(f"class_weights must be real numbers, got dtype {weights.dtype}.")
-  weights = weights.astype(np.float64)
-  if weights.shape != (num_classes,):
-    raise ValueError(f"class_weights must have shape ({num_classes},) (one weight per "
-                     f"class of scores), got shape {weights.shape}.")
-  if np.isnan(weights).any():
-    raise ValueError(f"class_weights contain NaN at classes "
-                     f"{np.flatnonzero(np.isnan(weights))[:10].tolist()}.")
-  if np.isinf(weights).any():
-    raise ValueError(f"class_weights contain infinite values at classes "
-                     f"{np.flatnonzero(np.isinf(weights))[:10].tolist()}.")
-  if (weights < 0).any():
-    raise ValueError(f"class_weights must be >= 0; negative at classes "
-                     f"{np.flatnonzero(weights < 0)[:10].tolist()}.")
-  return weights.astype(np.float32)
-
-
-def check_numeric(name: str, x: Any) -> None:
-  """Raises ``ValueError`` unless ``x`` holds real numbers (or booleans)."""
-  dtype = np.dtype(x.dtype)
-  if dtype != bool and (not np.issubdtype(dtype, np.number)
-                        or np.issubdtype(dtype, np.complexfloating)):
-    raise ValueError(f"{name} must be a real numeric array, got dtype {dtype}.")
-
-
-@jax.jit
-def _scores_have_nan(scores):
-  return jnp.isnan(jnp.max(scores))  # max propagates NaN, and is fast.
-
-
-@jax.jit
-def _labels_not_binary(labels):
-  if jnp.issubdtype(labels.dtype, jnp.floating):
-    return jnp.max(jnp.abs(labels * (1 - labels))) != 0  # NaN != 0 too.
-  return (jnp.min(labels) < 0) | (jnp.max(labels) > 1)
-
-
-def scores_have_nan(scores) -> bool:
-  """Whether a NumPy or JAX array of scores holds a NaN (one fast pass)."""
-  if not np.issubdtype(np.dtype(scores.dtype), np.floating) or scores.size == 0:
-    return False
-  if isinstance(scores, np.ndarray):
-    return bool(np.isnan(np.max(scores)))
-  return bool(_scores_have_nan(scores))
-
-
-def labels_not_binary(labels) -> bool:
-  """Whether a NumPy or JAX array of labels holds a value outside {0, 1}."""
-  if labels.dtype == bool or labels.size == 0:
-    return False
-  if isinstance(labels, np.ndarray):
-    if np.issubdtype(labels.dtype, np.floating):
-      return not np.max(np.abs(labels * (1 - labels))) == 0
-    return bool(labels.min() < 0 or labels.max() > 1)
-  return bool(_labels_not_binary(labels))
-
-
-def _as_array(x: Any) -> Any:
-  """NumPy or JAX arrays pass through; anything else becomes NumPy."""
-  return x if isinstance(x, (np.ndarray, jax.Array)) else np.asarray(x)
-
-
-def validate_inputs(scores: Any, labels: Any, k: Any = 100, class_weights: Any = None,
-                    mode: Any = "per_class") -> tuple[Any, Any, np.ndarray | None]:
-  """Checks the inputs of `map_at_k`; raises ``ValueError`` naming the problem.
-
-  Cheap checks (k, mode, shapes, dtypes, weights) come first, then one pass
-  each over scores (NaN) and labels (values in {0, 1}).
-
-  Returns:
-    ``(scores, labels, class_weights)`` as arrays (weights float32 or None).
-  """
-  check_k_and_mode(k, mode)
-  scores, labels = _as_array(scores), _as_array(labels)
-  check_numeric("scores", scores)
-  check_numeric("labels", labels)
-  if scores.ndim != 2:
-    raise ValueError(f"scores must have shape [num_images, num_classes], got shape "
-                     f"{tuple(scores.shape)}.")
-  if labels.shape != scores.shape:
-    raise ValueError(f"labels must have the shape of scores {tuple(scores.shape)}, got "
-                     f"shape {tuple(labels.shape)}.")
-  if scores.shape[0] == 0 or scores.shape[1] == 0:
-    raise ValueError(f"scores must hold at least one image and one class, got shape "
-                     f"{tuple(scores.shape)}.")
-  if class_weights is not None:
-    class_weights = check_class_weights(class_weights, scores.shape[1], mode)
-  if scores_have_nan(scores):
-    raise ValueError("scores contain NaN.")
-  if labels_not_binary(labels):
-    raise ValueError("labels must be 0 or 1 (or booleans); found other values.")
-  return scores, labels, class_weights
 
 
 # ---------------------------------------------------------------------------

@@ -27,7 +27,9 @@ State kept (memory independent of N in per-class mode):
   are computed at once and kept with its index (~K / 8 + 12 bytes per image).
 
 `result` sorts nothing it does not have to and reduces the ranked labels with
-the same jitted function as `map_at_k`, hence identical numbers.
+the same jitted function as `map_at_k`, hence identical numbers. The jitted kernels
+that merge a batch into the per-class lists are streaming_top_k.py's; this file
+holds the evaluator: its checks, state, merge and result.
 
 Multi-host use: each process evaluates its own share with global ``indices``,
 then ``state_arrays(pad_to=...)`` gives fixed-shape NumPy arrays to all-gather
@@ -53,92 +55,26 @@ so `merge` refuses them.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 # Names, not the module: the package re-exports the function `map_at_k`, which
 # shadows the submodule of the same name as a package attribute.
-from xception_jax.evaluation.map_at_k import canonical_scores
-from xception_jax.evaluation.map_at_k import check_class_weights
-from xception_jax.evaluation.map_at_k import check_k_and_mode
-from xception_jax.evaluation.map_at_k import check_numeric
 from xception_jax.evaluation.map_at_k import finish_per_class
 from xception_jax.evaluation.map_at_k import finish_per_image
-from xception_jax.evaluation.map_at_k import labels_not_binary
 from xception_jax.evaluation.map_at_k import rank_per_image_jit
-from xception_jax.evaluation.map_at_k import scores_have_nan
-from xception_jax.evaluation.map_at_k import top_k_indices
-
-EMPTY_INDEX = np.iinfo(np.int32).max  # Index of empty slots; real indices are below.
-
-
-@functools.partial(jax.jit, static_argnames="k")
-def _merge_top_k(top_scores, top_indices, top_labels, scores, indices, labels, *, k):
-  """Top K of two candidate sets per class, by (score desc, index asc)."""
-  negated, indices, labels = jax.lax.sort(
-      (-jnp.concatenate([top_scores, scores], axis=1),
-       jnp.concatenate([top_indices, indices], axis=1),
-       jnp.concatenate([top_labels, labels], axis=1)),
-      dimension=1, num_keys=2)
-  return -negated[:, :k], indices[:, :k], labels[:, :k]
-
-
-@functools.partial(jax.jit, static_argnames=("k", "in_order"))
-def _update_per_class(top_scores, top_indices, top_labels, positives, scores, labels, indices,
-                      mask, *, k, in_order):
-  """Merges one batch ``[B, C]`` into the running per-class top K and positives.
-
-  The batch's rows come sorted by image index, padding rows (mask 0) last, so
-  that top_k's ties (lower position first) follow the global tie rule (lower
-  image index first). ``in_order``: every real index of the batch exceeds
-  every index in the running lists, and no empty slot can tie with a real
-  entry; then positions in [running lists | batch] are in index order among
-  equal scores and one top_k does the merge. Otherwise the batch's own top K
-  is merged with a two-key sort.
-  """
-  num_classes = scores.shape[1]
-  mask = mask.astype(jnp.bool_)
-  scores = jnp.where(mask[:, None], canonical_scores(scores), -jnp.inf)
-  labels = labels.astype(jnp.bool_) & mask[:, None]
-  indices = jnp.where(mask, indices, EMPTY_INDEX)
-  positives = positives + jnp.sum(labels, axis=0, dtype=jnp.int32)
-  if in_order:
-    # Batch entries below a class's k-th best so far cannot enter its list: as
-    # -inf they cost top_k nothing (while slots are empty, the k-th is -inf).
-    batch_scores = jnp.where(scores.T >= top_scores[:, -1:], scores.T, -jnp.inf)
-    candidates = jnp.concatenate([top_scores, batch_scores], axis=1)  # [C, K + B]
-    _, best = jax.lax.top_k(candidates, k)  # Positions in [lists | batch].
-    from_batch = best >= k
-    rows = jnp.maximum(best - k, 0)  # Batch row, where from_batch.
-    slots = jnp.minimum(best, k - 1)  # List slot, elsewhere.
-
-    def pick(listed, batched):
-      return jnp.where(from_batch, batched, jnp.take_along_axis(listed, slots, axis=1))
-
-    batch_labels = labels[rows, jnp.arange(num_classes)[:, None]].astype(jnp.int8)
-    return (jnp.take_along_axis(candidates, best, axis=1), pick(top_indices, indices[rows]),
-            pick(top_labels, batch_labels), positives)
-  rows = top_k_indices(scores, k, axis=0)  # [C, min(k, B)]
-  lanes = jnp.arange(num_classes)[:, None]
-  merged = _merge_top_k(top_scores, top_indices, top_labels, scores[rows, lanes], indices[rows],
-                        labels[rows, lanes].astype(jnp.int8), k=k)
-  return merged + (positives,)
-
-
-def _bucket(batch: int) -> int:
-  """Rows a batch is padded to: the next power of two (bounds recompilations)."""
-  return 1 << max(batch - 1, 0).bit_length()
-
-
-def _empty_top_k(num_classes: int, k: int):
-  return (jnp.full((num_classes, k), -jnp.inf, jnp.float32),
-          jnp.full((num_classes, k), EMPTY_INDEX, jnp.int32),
-          jnp.zeros((num_classes, k), jnp.int8))
-
+from xception_jax.evaluation.map_at_k_checks import check_class_weights
+from xception_jax.evaluation.map_at_k_checks import check_k_and_mode
+from xception_jax.evaluation.map_at_k_checks import check_numeric
+from xception_jax.evaluation.map_at_k_checks import labels_not_binary
+from xception_jax.evaluation.map_at_k_checks import scores_have_nan
+from xception_jax.evaluation.streaming_top_k import EMPTY_INDEX
+from xception_jax.evaluation.streaming_top_k import bucket_rows
+from xception_jax.evaluation.streaming_top_k import empty_top_k
+from xception_jax.evaluation.streaming_top_k import merge_top_k
+from xception_jax.evaluation.streaming_top_k import update_per_class
 
 class StreamingMapAtK:
   """Accumulates MAP@K over batches; see the module docstring.
@@ -163,7 +99,7 @@ class StreamingMapAtK:
     self.next_index = 0  # Automatic index of the next row.
     self.auto_indexed = False  # Whether any row was numbered automatically.
     if mode == "per_class":
-      self._top = _empty_top_k(self.num_classes, self.k)
+      self._top = empty_top_k(self.num_classes, self.k)
       # On the device like the lists: no wait for the device after each batch.
       self._positives = jnp.zeros(self.num_classes, jnp.int32)
     else:
@@ -200,7 +136,7 @@ class StreamingMapAtK:
       order = np.argsort(keys, kind="stable")
       scores, labels, indices, mask = scores[order], labels[order], indices[order], mask[order]
     # Pad to a power of two: one compilation per bucket, not per batch size.
-    pad = _bucket(len(mask)) - len(mask)
+    pad = bucket_rows(len(mask)) - len(mask)
     if pad:
       scores = np.pad(scores, ((0, pad), (0, 0)))
       labels = np.pad(labels, ((0, pad), (0, 0)))
@@ -212,7 +148,7 @@ class StreamingMapAtK:
       in_order = real_indices.min() >= previous_next_index and (
           previous_images >= self.k
           or np.min(scores, where=mask[:, None], initial=np.inf) > -np.inf)
-      *self._top, self._positives = _update_per_class(
+      *self._top, self._positives = update_per_class(
           *self._top, self._positives, scores, labels, indices.astype(np.int32), mask,
           k=self.k, in_order=bool(in_order))
       return
@@ -290,7 +226,7 @@ class StreamingMapAtK:
       raise ValueError("Cannot merge evaluators whose rows were numbered automatically: "
                        "pass global image indices to update(indices=...).")
     if self.mode == "per_class":
-      self._top = list(_merge_top_k(*self._top, *other._top, k=self.k))
+      self._top = list(merge_top_k(*self._top, *other._top, k=self.k))
       self._positives = self._positives + other._positives
     else:
       self._image_indices += other._image_indices

@@ -13,10 +13,11 @@ Flax's HWIO layout.
   spatial axes. On XLA:CPU `feature_group_count` is 30-80x slower than other
   frameworks' depthwise kernels; this form is several times faster there
   (measured in shared/DESIGN.md and docs/PERFORMANCE.md).
-- 'native' (`xception_jax.native.depthwise_conv_native`, when its C++ library is
-  built): the same custom VJP with the forward, input gradient and kernel gradient
-  done by a C++ kernel registered with XLA through `jax.ffi`; float32 on CPU
-  (other dtypes take the shift form). `auto` picks it on CPU when it loaded.
+- 'native' (`depthwise_conv_native` here, calling `xception_jax.native`'s kernel when
+  its C++ library is built): the same custom VJP with the forward, input gradient and
+  kernel gradient done by a C++ kernel registered with XLA through `jax.ffi`; float32
+  on CPU (other dtypes take the shift form, which this module passes in). `auto`
+  picks it on CPU when it loaded.
 
 All take NHWC inputs, stride 1, 'SAME' padding with odd kernel sizes and a kernel
 `dilation` (atrous convolution, DeepLab's "output stride": the taps sit `dilation`
@@ -62,16 +63,9 @@ def same_padding(kernel_size: tuple[int, int], dilation: int = 1) -> tuple[tuple
   return tuple((dilation * (k // 2), dilation * (k // 2)) for k in kernel_size)
 
 
-def _check_kernel(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> None:
-  if not isinstance(dilation, int) or dilation < 1:
-    raise ValueError(f"depthwise dilation must be a positive integer; got {dilation!r}.")
-  kh, kw, one, channels = kernel.shape
-  if one != 1 or channels != x.shape[-1]:
-    raise ValueError(
-        f"depthwise kernel must have shape (kh, kw, 1, C) with C = {x.shape[-1]} input "
-        f"channels; got {kernel.shape}.")
-  if kh % 2 == 0 or kw % 2 == 0:
-    raise ValueError(f"depthwise kernel sizes must be odd for 'SAME' padding; got {(kh, kw)}.")
+# The depthwise contract (dilation, kernel shape, odd sizes) lives below both this
+# module and the native kernel package, which imports nothing from models/.
+_check_kernel = _native.check_arguments
 
 
 def _pad(x: jax.Array, kh: int, kw: int, dilation: int) -> jax.Array:
@@ -94,6 +88,12 @@ def _shift_and_multiply(x: jax.Array, taps: jax.Array, dilation: int) -> jax.Arr
   return out
 
 
+# native/depthwise_ffi.py's `_depthwise_native` has the same custom-VJP skeleton on
+# purpose: the two are one algorithm (forward = correlation, input gradient = the
+# correlation with flipped taps, kernel gradient = per-tap reductions) done by two
+# engines (XLA ops here, C++ custom calls there). Kept apart so that the native package
+# needs nothing from models/ and each reads top to bottom; tests/test_depthwise_native.py
+# holds them equal in value and both gradients.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _depthwise_shift(x: jax.Array, taps: jax.Array, dilation: int) -> jax.Array:
   return _shift_and_multiply(x, taps, dilation)
@@ -136,6 +136,12 @@ def depthwise_conv_shift(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> 
   return _depthwise_shift(x, kernel[:, :, 0, :], dilation)
 
 
+def depthwise_conv_native(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> jax.Array:
+  """The native CPU kernel for float32 (`xception_jax.native`); other dtypes (bfloat16)
+  take `depthwise_conv_shift`. Same contract as `depthwise_conv_feature_group`."""
+  return _native.depthwise_conv_native(x, kernel, dilation, fallback=depthwise_conv_shift)
+
+
 DEPTHWISE_IMPLEMENTATIONS = {
     "feature_group": depthwise_conv_feature_group,
     "shift": depthwise_conv_shift,
@@ -143,7 +149,7 @@ DEPTHWISE_IMPLEMENTATIONS = {
 # The native CPU kernel, when its library is built and loads (else one warning line
 # at import says why and how to build it).
 if _native.available():
-  DEPTHWISE_IMPLEMENTATIONS["native"] = _native.depthwise_conv_native
+  DEPTHWISE_IMPLEMENTATIONS["native"] = depthwise_conv_native
 
 
 @functools.cache

@@ -43,7 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xception_jax.models import layers
+from xception_jax.models import classifier, layers
 from xception_jax.models.xception import scaled_width
 
 Dtype = Any
@@ -180,35 +180,16 @@ class Stem(nn.Module):
     return _max_pool_valid(self.conv(w5, (3, 3), padding="VALID", name="conv5")(x))
 
 
-class InceptionV3(nn.Module):
+class InceptionV3(classifier.Classifier):
   """keras.applications.InceptionV3 without the auxiliary tower.
 
-  Attributes:
-    num_classes: size of the logistic regression layer.
-    include_top: False returns the pooled (and FC) features instead of logits.
-    fc_layers: widths of optional fully-connected ReLU layers before the logits (the
-      JFT "with FC" runs use (4096, 4096)).
-    dropout_rate: dropout before the logits.
-    width_multiplier: scales every width (multiples of 8; tests and the CPU study).
-    bn_momentum, bn_epsilon: BatchNorm's (Keras: 0.99, 1e-3).
-    head_bias_init: initial bias of the logits (e.g. -log(num_classes) for sigmoid).
-    dtype: compute dtype; param_dtype: parameters' dtype.
+  Its fields are `Classifier`'s (num_classes, include_top, fc_layers, dropout_rate,
+  width_multiplier: multiples of 8, bn_momentum and bn_epsilon: Keras' 0.99 and 1e-3,
+  head_bias_init, dtype, param_dtype).
   """
-  num_classes: int = 1000
-  include_top: bool = True
-  fc_layers: Sequence[int] = ()
-  dropout_rate: float = 0.0
-  width_multiplier: float = 1.0
-  bn_momentum: float = 0.99
-  bn_epsilon: float = 1e-3
-  head_bias_init: float = 0.0
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   def _check_input(self, x: jax.Array) -> None:
-    layers.check_classifier_input(
-        "InceptionV3", x, dropout_rate=self.dropout_rate,
-        width_multiplier=self.width_multiplier, min_size=MIN_IMAGE_SIZE)
+    self._check_classifier_input("InceptionV3", x, MIN_IMAGE_SIZE)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -222,7 +203,4 @@ class InceptionV3(nn.Module):
     x = Stem(tuple(width(w) for w in STEM_WIDTHS), conv_bn, name="stem")(x)
     for name, kind, widths in MODULES:
       x = InceptionModule(kind, tuple(width(w) for w in widths), conv_bn, name=name)(x)
-    return layers.classifier_head(
-        x, num_classes=self.num_classes, include_top=self.include_top,
-        dropout_rate=self.dropout_rate, head_bias_init=self.head_bias_init, train=train,
-        fc_layers=tuple(self.fc_layers), **dtypes)
+    return self._classifier_top(x, train)

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xception_jax.models import batch_norm, layers, pooling
+from xception_jax.models import batch_norm, classifier, layers, pooling
 
 ModuleDef = Callable[..., nn.Module]
 Dtype = Any
@@ -140,12 +140,12 @@ def scaled_width(channels: int, width_multiplier: float) -> int:
   return max(8, int(channels * width_multiplier + 4) // 8 * 8)
 
 
-class Xception(nn.Module):
+class Xception(classifier.Classifier):
   """The Xception network with the switches of the paper's experiments.
 
-  Attributes:
-    num_classes: size of the logistic regression layer.
-    include_top: False returns the pooled (and FC) features instead of logits.
+  Attributes (besides `Classifier`'s: num_classes, include_top, fc_layers,
+  dropout_rate, width_multiplier, bn_momentum, bn_epsilon, head_bias_init, dtype,
+  param_dtype):
     residual: residual connections on (paper default) or off (Figure 9's ablation).
     intermediate_activation: None (default), 'relu' or 'elu' between the depthwise
       and pointwise operations (Figure 10).
@@ -161,16 +161,8 @@ class Xception(nn.Module):
     max_pool_impl: 'xla' (nn.max_pool, select-and-scatter gradient), 'shift'
       (strided slices and a scatter-free gradient; fast on CPU) or 'auto'. See
       pooling.py.
-    fc_layers: widths of optional fully-connected ReLU layers before the logits (the
-      JFT "with FC" runs use (4096, 4096)).
-    dropout_rate: dropout before the logits (0.5 on ImageNet, 0 on JFT).
-    width_multiplier: scales every width (tests and the CPU demo use tiny models).
     num_middle_blocks: modules in the middle flow (8 in the paper).
-    head_bias_init: initial bias of the logits (e.g. -log(num_classes) for sigmoid).
-    dtype: compute dtype (float32, or bfloat16 on accelerators); params stay float32.
   """
-  num_classes: int = 1000
-  include_top: bool = True
   residual: bool = True
   intermediate_activation: Optional[str] = None
   segments: Optional[int] = None
@@ -178,20 +170,10 @@ class Xception(nn.Module):
   depthwise_impl: str = "feature_group"
   bn_impl: str = "auto"
   max_pool_impl: str = "auto"
-  fc_layers: Sequence[int] = ()
-  dropout_rate: float = 0.0
-  width_multiplier: float = 1.0
   num_middle_blocks: int = 8
-  bn_momentum: float = 0.99
-  bn_epsilon: float = 1e-3
-  head_bias_init: float = 0.0
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   def _check_input(self, x: jax.Array) -> None:
-    layers.check_classifier_input(
-        "Xception", x, dropout_rate=self.dropout_rate,
-        width_multiplier=self.width_multiplier, min_size=MIN_IMAGE_SIZE)
+    self._check_classifier_input("Xception", x, MIN_IMAGE_SIZE)
     layers.activation_fn(self.intermediate_activation)
     if self.order not in layers.ORDERS:
       raise ValueError(f"order must be one of {layers.ORDERS}; got {self.order!r}.")
@@ -223,7 +205,4 @@ class Xception(nn.Module):
                    name="middle_flow")(x)
     x = ExitFlow(tuple(width(c) for c in EXIT_FEATURES + EXIT_SEPARABLE_FEATURES),
                  module, separable_conv, norm, name="exit_flow")(x)
-    return layers.classifier_head(
-        x, num_classes=self.num_classes, include_top=self.include_top,
-        dropout_rate=self.dropout_rate, head_bias_init=self.head_bias_init, train=train,
-        fc_layers=tuple(self.fc_layers), **dtypes)
+    return self._classifier_top(x, train)

@@ -7,12 +7,16 @@
 - loader.py: loads the library once and registers its FFI targets; when that fails,
   one warning line says why and how to build it.
 - depthwise_ffi.py: `depthwise_conv_native`, the JAX function with a custom VJP,
-  registered as `depthwise_impl='native'` (xception_jax/models/depthwise.py).
+  registered as `depthwise_impl='native'` (xception_jax/models/depthwise.py, which
+  passes in the pure-JAX form for dtypes other than float32), and `check_arguments`,
+  the depthwise contract every implementation checks.
+
+This package imports nothing from `xception_jax.models` (tests/test_imports.py).
 """
 from __future__ import annotations
 
-from xception_jax.native.depthwise_ffi import depthwise_conv_native
+from xception_jax.native.depthwise_ffi import check_arguments, depthwise_conv_native
 from xception_jax.native.loader import available, deliberately_disabled, unavailable_reason
 
-__all__ = ["available", "deliberately_disabled", "depthwise_conv_native",
+__all__ = ["available", "check_arguments", "deliberately_disabled", "depthwise_conv_native",
            "unavailable_reason"]

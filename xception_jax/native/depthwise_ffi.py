@@ -1,6 +1,7 @@
 """The native CPU depthwise convolution as a JAX function with a custom VJP.
 
-Same contract as `xception_jax.models.depthwise.depthwise_conv_shift`: NHWC inputs,
+Same contract as `xception_jax.models.depthwise.depthwise_conv_shift` (whose argument
+check is this module's `check_arguments`): NHWC inputs,
 a (kh, kw, 1, C) kernel, stride 1, 'SAME' padding of odd kernels, an integer
 `dilation`. Three XLA custom calls (depthwise_cpu.cc) do the work:
 
@@ -10,13 +11,16 @@ a (kh, kw, 1, C) kernel, stride 1, 'SAME' padding of odd kernels, an integer
                    from the library (float32 registers per row, float64 across rows);
                    the sum over the batch is a small XLA reduction.
 
-float32 only: other dtypes (bfloat16 on CPU) fall back to the pure-JAX 'shift' form,
-whose products XLA computes in that dtype. Under a sharded jit the custom calls are
+float32 only: other dtypes (bfloat16 on CPU) go to the `fallback` the caller passes in;
+`depthwise_impl='native'` (models/depthwise.py) passes the pure-JAX 'shift' form, whose
+products XLA computes in that dtype. This package imports nothing from
+`xception_jax.models`: the models import it. Under a sharded jit the custom calls are
 opaque to XLA's partitioner, which gathers their operands (correct, not split).
 """
 from __future__ import annotations
 
 import functools
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -25,11 +29,13 @@ import numpy as np
 from xception_jax.native import loader
 
 
-def _check(x: jax.Array, kernel: jax.Array, dilation: int) -> None:
+def check_arguments(x: jax.Array, kernel: jax.Array, dilation: int) -> None:
+  """One-line errors for a bad dilation or a kernel that is not (kh, kw, 1, C), C = x's
+  channels, with odd kh and kw (every depthwise implementation's contract)."""
   if not isinstance(dilation, int) or dilation < 1:
     raise ValueError(f"depthwise dilation must be a positive integer; got {dilation!r}.")
   if x.ndim != 4 or kernel.ndim != 4:
-    raise ValueError(f"native depthwise needs NHWC x and a (kh, kw, 1, C) kernel; got "
+    raise ValueError(f"depthwise convolution needs NHWC x and a (kh, kw, 1, C) kernel; got "
                      f"{x.shape} and {kernel.shape}.")
   kh, kw, one, channels = kernel.shape
   if one != 1 or channels != x.shape[-1]:
@@ -81,11 +87,21 @@ def _depthwise_native_bwd(dilation, residuals, g):
 _depthwise_native.defvjp(_depthwise_native_fwd, _depthwise_native_bwd)
 
 
-def depthwise_conv_native(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> jax.Array:
-  """Depthwise 'SAME' convolution by the native CPU kernel (float32; other dtypes use
-  the pure-JAX shift-and-multiply form). Same contract as `depthwise_conv_shift`."""
-  _check(x, kernel, dilation)
+def depthwise_conv_native(x: jax.Array, kernel: jax.Array, dilation: int = 1, *,
+                          fallback: Optional[Callable[..., jax.Array]] = None) -> jax.Array:
+  """Depthwise 'SAME' convolution by the native CPU kernel. Same contract as
+  `depthwise_conv_shift`.
+
+  The kernel computes float32; other dtypes call `fallback(x, kernel, dilation)`
+  (`depthwise_impl='native'` passes `depthwise_conv_shift`), or, without one, raise a
+  one-line error.
+  """
+  check_arguments(x, kernel, dilation)
   if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
-    from xception_jax.models.depthwise import depthwise_conv_shift  # pylint: disable=import-outside-toplevel
-    return depthwise_conv_shift(x, kernel, dilation)
+    if fallback is None:
+      raise ValueError(
+          f"the native depthwise kernel computes float32; got {x.dtype} inputs and a "
+          f"{kernel.dtype} kernel: pass fallback= (depthwise_impl='native' in "
+          "xception_jax.models.depthwise passes the 'shift' form).")
+    return fallback(x, kernel, dilation)
   return _depthwise_native(x, kernel[:, :, 0, :], dilation)
