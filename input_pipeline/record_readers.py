@@ -102,7 +102,7 @@ class TFRecordIndex:
       indexes = list(pool.map(lambda s: load_or_build_index(s.path, index_dir), spans))
     for file_id, (span, (starts, sizes)) in enumerate(zip(spans, indexes)):
       end = len(starts) if span.take is None else span.skip + span.take
-      if span.skip < 0 or end > len(starts):
+      if not 0 <= span.skip <= end <= len(starts):
         raise ValueError(
             f"{span.path} holds {len(starts)} records; cannot read records "
             f"[{span.skip}, {end}).")

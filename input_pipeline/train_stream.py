@@ -45,7 +45,8 @@ RuntimeError instead of reading forever.
 
 Reading. Record ids are looked up a chunk at a time (sources.LOOKUP_CHUNK ids per
 call of the source's vector lookup), then each record is parsed and augmented in a
-parallel map: one Python call per chunk, not per record.
+parallel map: one Python call per chunk, not per record. The record ids of the
+local batch last returned are `stream.record_ids` (row order; a substitute's own id).
 
 Exit. Records are read by Python (sources.python_lookup) inside tf.data's threads. A
 tf.data iterator still running when the interpreter shuts down waits for those
@@ -150,6 +151,9 @@ class TrainStream:
     self._options, self._prefetch = options, int(prefetch)
     self._on_skip = on_skip
     self._next = int(start_step) * local_batch  # Next local position.
+    # The records of the local batch last returned, row by row (substitutes for
+    # undecodable records included): what tests compare across process counts.
+    self.record_ids: np.ndarray | None = None
     self._iterator: Iterator | None = None
     self._eager_example = None
     _OPEN_STREAMS.add(self)
@@ -164,7 +168,8 @@ class TrainStream:
     """Parsed, augmented example for global position g from record `offset`
     ranks after its own (0: its own record)."""
     rid = record_id(position, offset, self._n, self._seed, self._shuffle)
-    return self._decode(position, sources.lookup_one(self._lookup, rid))
+    return dict(self._decode(position, sources.lookup_one(self._lookup, rid)),
+                _record_id=rid)
 
   def _decode(self, position: tf.Tensor, record) -> dict:
     """The parsed example of `record`, augmented with the seed of position g."""
@@ -180,9 +185,13 @@ class TrainStream:
       g = global_position(q, p, b, count)
       return record_id(g, tf.zeros_like(g), self._n, self._seed, self._shuffle)
 
-    def at(q, record):
+    def read(qs):
+      rids = ids(qs)
+      return qs, rids, self._lookup(rids)
+
+    def at(q, rid, record):
       example = self._decode(global_position(q, p, b, count), record)
-      return dict(example, _position=q)
+      return dict(example, _position=q, _record_id=rid)
 
     def reading_near(chunk):  # Ends a stalled stream: see _reading_near.
       near = tf.numpy_function(self._reading_near, [chunk[0]], tf.bool)
@@ -193,8 +202,7 @@ class TrainStream:
     # (sources.LOOKUP_CHUNK) -> each decoded and augmented in parallel.
     positions = tf.data.Dataset.range(start, np.iinfo(np.int64).max)
     ds = positions.batch(sources.LOOKUP_CHUNK).take_while(reading_near).map(
-        lambda qs: (qs, self._lookup(ids(qs))),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+        read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     ds = ds.map(at, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors()  # Undecodable: a missing position, filled below.
     ds = ds.map(self._label_fn, num_parallel_calls=tf.data.AUTOTUNE,
@@ -233,23 +241,28 @@ class TrainStream:
           f"position {g} on without filling a batch of {self._b}: (nearly) every "
           "record failed to parse or decode; is the dataset in the format "
           "config.dataset says?") from None
-    positions = batch.pop("_position")
+    positions, record_ids = batch.pop("_position"), batch.pop("_record_id")
     first, end = self._next, self._next + self._b
     self._next = end
     if positions[0] == first and positions[-1] == end - 1:
+      self.record_ids = record_ids
       return batch  # Positions are increasing: all b of them are here.
     # Some position failed: keep this step's rows, fill the gaps, and restart
     # the tf.data pipeline at the next step (its batches are now misaligned).
     self._iterator = None
     rows = {int(q): k for k, q in enumerate(positions) if q < end}
     out = {key: [] for key in batch}
+    ids = []
     for q in range(first, end):
       if q in rows:
         example = {key: value[rows[q]] for key, value in batch.items()}
+        ids.append(record_ids[rows[q]])
       else:
         example = self._substitute(q)
+        ids.append(example.pop("_record_id"))
       for key in out:
         out[key].append(example[key])
+    self.record_ids = np.asarray(ids, np.int64)
     return {key: np.stack(values) for key, values in out.items()}
 
   def _substitute(self, q: int) -> dict[str, np.ndarray]:

@@ -27,12 +27,14 @@ def free_port():
 
 
 def run_main(tmp_path, workdir, data_dir, overrides, timeout, num_processes=2, envs=None,
-             name="process"):
+             name="process", program=("main.py",)):
   """Runs `main.py --config=configs/demo.py` as `num_processes` jax.distributed
   processes on localhost (2 CPU devices each) with `--config.KEY=VALUE` for each
   item of `overrides` and process i's extra environment variables `envs[i]`; waits
   for all (`wait_all`), checks that each exited 0 and announced itself ('JAX process
-  i of N'), and returns each one's output (also in tmp_path/<name><i>.log)."""
+  i of N'), and returns each one's output (also in tmp_path/<name><i>.log).
+  `program`: what python runs in place of main.py (e.g. ("-c", SCRIPT) wrapping it),
+  given the same arguments."""
   port = free_port()
   flags = [f"--config.{k}={v}" for k, v in overrides.items()]
   procs, logs = [], []
@@ -41,7 +43,7 @@ def run_main(tmp_path, workdir, data_dir, overrides, timeout, num_processes=2, e
            "PYTHONUNBUFFERED": "1", **(envs[i] if envs else {})}
     logs.append(open(tmp_path / f"{name}{i}.log", "w+"))
     procs.append(subprocess.Popen(
-        [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
+        [sys.executable, *program, "--config=configs/demo.py", f"--workdir={workdir}",
          f"--config.data_dir={data_dir}", f"--coordinator_address=localhost:{port}",
          f"--num_processes={num_processes}", f"--process_id={i}", *flags],
         cwd=ROOT, env=env, stdout=logs[i], stderr=subprocess.STDOUT))

@@ -62,10 +62,10 @@ def test_table_has_train_and_eval_rows(tiny_run):
   assert len(results[0].step_seconds) == 2
 
 
-def _independent_cost(config, mode: str) -> float:
-  """XLA's cost analysis of the trainer's step, compiled here without the benchmark's
-  code (with train.Trainer's shardings on one device, so that the program is the same
-  and the session's compilation cache serves it)."""
+def trainer_parts(config):
+  """(model, optimiser, abstract state, state sharding, data sharding, replicated) as
+  train.Trainer builds them on one device (feature_group depthwise), without the
+  benchmark's code."""
   mesh = partitioning.create_mesh(1)
   data, replicated = partitioning.data_sharding(mesh), partitioning.replicated(mesh)
   model = factory.create_model(config.model, num_classes=config.num_classes,
@@ -73,7 +73,14 @@ def _independent_cost(config, mode: str) -> float:
   tx = optim.create_optimizer(config, 1000)
   state = jax.eval_shape(functools.partial(steps.create_train_state, model, tx,
                                            image_size=config.image_size), jax.random.key(0))
-  state_sharding = partitioning.tree_shardings(state, mesh, [])
+  return model, tx, state, partitioning.tree_shardings(state, mesh, []), data, replicated
+
+
+def _independent_cost(config, mode: str) -> float:
+  """XLA's cost analysis of the trainer's step, compiled here without the benchmark's
+  code (with train.Trainer's shardings on one device, so that the program is the same
+  and the session's compilation cache serves it)."""
+  model, tx, state, state_sharding, data, replicated = trainer_parts(config)
   b, s = config.batch_size, config.image_size
   batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32),
            "label": jax.ShapeDtypeStruct((b,), jnp.int32),

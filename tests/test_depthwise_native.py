@@ -4,7 +4,8 @@ Values and both gradients on random inputs, for odd sizes, one channel, channel
 counts that are not multiples of the 8-float vector (the scalar tail), kernels 3 and
 5, dilations 1, 2 and 4, shapes big enough to be split over threads, under jit and
 under a jit sharded over the 4 simulated CPU devices (conftest.py); the 'auto'
-resolution; the bfloat16 fallback; SpatialConv's strided path.
+resolution; the bfloat16 fallback; SpatialConv's strided path, alone and with a
+dilation; one thread against the default pool, bitwise.
 
 The library must be built (`pip install -r requirements.txt` builds it): when it is
 not, every test here fails with the loader's reason. Only XCEPTION_JAX_NATIVE=0
@@ -13,6 +14,9 @@ not, every test here fails with the loader's reason. Only XCEPTION_JAX_NATIVE=0
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from xception_jax import native
 from xception_jax.models import aligned_xception, depthwise
 from xception_jax.models.layers import SpatialConv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -108,6 +114,61 @@ def test_strided_spatial_conv_subsamples_the_native_output():
   assert outputs["native"][0].shape == (2, 8, 8, 12)
   for actual, expected in zip(outputs["native"], outputs["feature_group"]):
     _assert_close(actual, expected, "strided SpatialConv")
+
+
+@pytest.mark.parametrize("size,kernel_size", [((15, 15), 3), ((14, 11), 5)])
+def test_stride_and_dilation_together_match_feature_group(size, kernel_size):
+  """A SpatialConv with strides=2 and dilation=2 at once (DeepLab's entry flow at output
+  stride 8 never does both, but the layer allows it): output, input and kernel gradient."""
+  x, _, _ = _random((2, *size, 12), kernel_size, seed=4)
+  out_shape = (2, -(-size[0] // 2), -(-size[1] // 2), 12)
+  cotangent = jnp.asarray(np.random.default_rng(5).normal(size=out_shape), jnp.float32)
+  outputs = {}
+  for impl in ("native", "feature_group"):
+    conv = SpatialConv(kernel_size=kernel_size, depthwise_impl=impl, strides=2, dilation=2)
+    variables = conv.init(jax.random.key(0), x)
+    y, vjp = jax.vjp(lambda v, x: conv.apply(v, x), variables, x)
+    outputs[impl] = (y, *jax.tree.leaves(vjp(cotangent)))
+  assert outputs["native"][0].shape == out_shape
+  for what, actual, expected in zip(("output", "kernel gradient", "input gradient"),
+                                    outputs["native"], outputs["feature_group"]):
+    _assert_close(actual, expected, f"strides=2, dilation=2: {what}")
+
+
+_THREADS_SCRIPT = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from xception_jax import native
+assert native.available(), native.unavailable_reason()
+rng = np.random.default_rng(6)
+x = jnp.asarray(rng.normal(size=(3, 41, 30, 80)), jnp.float32)
+k = jnp.asarray(rng.normal(size=(3, 3, 1, 80)), jnp.float32)
+g = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+y, vjp = jax.vjp(lambda x, k: native.depthwise_conv_native(x, k, 2), x, k)
+np.savez(sys.argv[1], y=y, dx=vjp(g)[0], dk=vjp(g)[1])
+"""
+
+
+def test_results_do_not_depend_on_the_thread_count(tmp_path):
+  """XCEPTION_JAX_NATIVE_THREADS=1 (the calling thread alone) against the default (XLA's
+  whole intra-op pool), bitwise. The variable is read once per process, so each runs in
+  its own process. The shape gives the kernel gradient 5 row blocks per sample (8 rows
+  each) that cut across its 9-row float32 groups, so a chunking that followed the thread
+  count would change the sums (seen: a build with one block under 1 thread differed in
+  639 of the 720 kernel-gradient values)."""
+  results = {}
+  for threads in ("1", None):
+    env = {k: v for k, v in os.environ.items() if k != "XCEPTION_JAX_NATIVE_THREADS"}
+    if threads:
+      env["XCEPTION_JAX_NATIVE_THREADS"] = threads
+    out = str(tmp_path / f"threads_{threads}.npz")
+    proc = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, out], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results[threads] = np.load(out)
+  assert os.cpu_count() > 1, "one core: the default pool is one thread too"
+  for name in ("y", "dx", "dk"):
+    np.testing.assert_array_equal(results["1"][name], results[None][name], err_msg=name)
 
 
 @pytest.mark.slow

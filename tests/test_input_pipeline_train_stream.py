@@ -46,6 +46,16 @@ def _take(config, p, count, steps, start_step=0):
   return list(itertools.islice(bundle.train, steps)), bundle
 
 
+def _record_ids(config, p, count, steps):
+  """The stream's `record_ids` after each of `steps` batches: [steps, local batch]."""
+  stream = input_pipeline.create_datasets(config, p, count, 0).train
+  ids = []
+  for _ in range(steps):
+    next(stream)
+    ids.append(stream.record_ids.copy())
+  return np.stack(ids)
+
+
 def _assert_batches_equal(a, b):
   assert len(a) == len(b)
   for x, y in zip(a, b):
@@ -109,6 +119,12 @@ def test_processes_see_the_global_batches(data_dir):
     per_process = [_take(config, p, count, 12)[0] for p in range(count)]
     assert per_process[0][0]["image"].shape[0] == 8 // count
     _assert_batches_equal(_joined(per_process), single)
+  # The record ids each stream reports: the permutation of each epoch, in position order.
+  want = np.concatenate([train_stream.permutation(tf.range(40), e, 40, 7, True).numpy()
+                         for e in range(3)])[:96].reshape(12, 8)
+  np.testing.assert_array_equal(_record_ids(config, 0, 1, 12), want)
+  np.testing.assert_array_equal(
+      np.concatenate([_record_ids(config, p, 2, 12) for p in range(2)], axis=1), want)
   # Each epoch is the whole split once, in a new order per epoch.
   labels = np.concatenate([b["label"] for b in single])
   epochs = [labels[e * 40:(e + 1) * 40] for e in range(2)]
@@ -155,6 +171,7 @@ def test_undecodable_record_keeps_every_other_position(tmp_path):
   full, bundle = _take(config, 0, 1, 12)  # 72 positions: 2.4 epochs.
   assert bundle.skipped_images()["train"] == 7  # 3 + 3 + (position 65 = 5).
   images = np.concatenate([b["image"] for b in full])
+  record_ids = _record_ids(config, 0, 1, 12).reshape(-1)
   # Independent reference: each position's record through preprocessing,
   # a bad record replaced by the next good one in its epoch's permutation.
   n = 30
@@ -170,6 +187,7 @@ def test_undecodable_record_keeps_every_other_position(tmp_path):
     # (Eager and graph rounding of x / 127.5 - 1 may differ in the last bit.)
     np.testing.assert_allclose(images[g], want.numpy(), atol=1e-6,
                                err_msg=str(g))
+    assert record_ids[g] == rid, g  # the substitute's id where the record is bad
   # Resume (also on another process count) after and across bad records.
   for count in (1, 3):
     per_process = [_take(config, p, count, 5, start_step=4)[0]

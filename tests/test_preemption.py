@@ -31,7 +31,7 @@ TINY = {"embedded.num_train": 96, "embedded.num_eval": 40, "embedded.image_size"
         "progress_every_secs": 3600.0}
 
 
-def _main(workdir, data_dir, fault=None, timeout=600):
+def _main(workdir, data_dir, fault=None, timeout=600, extra=()):
   """Runs main.py to its end (or its fault); returns (exit code, log)."""
   env = {k: v for k, v in os.environ.items() if k != "XCEPTION_JAX_TEST_FAULT"}
   cache = os.path.join(os.environ.get("PYTEST_JAX_CACHE", "/tmp"), "xception_jax_test_cache")
@@ -41,7 +41,8 @@ def _main(workdir, data_dir, fault=None, timeout=600):
   if fault:
     env["XCEPTION_JAX_TEST_FAULT"] = fault
   command = [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
-             f"--config.data_dir={data_dir}", *[f"--config.{k}={v}" for k, v in TINY.items()]]
+             f"--config.data_dir={data_dir}", *[f"--config.{k}={v}" for k, v in TINY.items()],
+             *extra]
   proc = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
   return proc.returncode, proc.stdout
@@ -157,4 +158,20 @@ def test_truncated_latest_checkpoint_is_moved_aside(reference, data_dir, tmp_pat
                        os.path.relpath(largest, step_dir))
   assert os.path.getsize(moved) == truncated_size  # kept as it was, for inspection
   assert not os.path.exists(largest) or os.path.getsize(largest) > truncated_size
+  _assert_bitwise_equal(workdir, reference[1])
+
+
+def test_another_optimizer_is_refused_before_any_step_and_nothing_moved(reference, data_dir,
+                                                                        tmp_path):
+  """issue 28: a changed optimizer was taken for damage and the run restarted at 0."""
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference[0], workdir)
+  before = _committed_steps(workdir)
+  code, log = _main(workdir, data_dir, extra=("--config.optimizer=sgd",))
+  assert code == 2, log[-3000:]
+  assert "holds another training setup's optimizer state" in log.splitlines()[-1]
+  assert "--config.init_from=" in log.splitlines()[-1]
+  assert "Training from step" not in log
+  assert _committed_steps(workdir) == before
+  assert not os.path.exists(os.path.join(workdir, "checkpoints_damaged"))
   _assert_bitwise_equal(workdir, reference[1])

@@ -21,7 +21,9 @@ writable manager removes such leftovers when it opens (Orbax's
 `cleanup_tmp_directories`). A committed step that cannot be restored (a truncated or
 lost file) is moved aside by `restore_latest` to
 `<workdir>/checkpoints_damaged/<step>-<time>` (never deleted; in a bucket, copied
-there and then deleted) and the previous step is tried.
+there and then deleted) and the previous step is tried. A step whose stored trees
+differ from the configured state's (another model, optimizer or grad_clip_norm) is not
+damage: it is refused, every step left in place (validation.check_checkpoint_matches).
 """
 from __future__ import annotations
 
@@ -131,6 +133,16 @@ def variables_metadata(root: str, step: int) -> Any:
   manager = create_manager(root, max_to_keep=None, asynchronous=False, read_only=True)
   try:
     return manager.item_metadata(step)[VARIABLES]
+  finally:
+    manager.close()
+
+
+def train_metadata(root: str, step: int) -> Any:
+  """The stored tree of `train` ({'step', 'opt_state'}) at `step`, or None when the
+  step has no training state (an exported model)."""
+  manager = create_manager(root, max_to_keep=None, asynchronous=False, read_only=True)
+  try:
+    return manager.item_metadata(step).get(TRAIN)
   finally:
     manager.close()
 

@@ -131,7 +131,9 @@ class Trainer:
         abstract_variables={"params": abstract.params, "batch_stats": abstract.batch_stats},
         abstract_train={"step": abstract.step, "opt_state": abstract.opt_state})
     check_step = functools.partial(validation.check_checkpoint_matches,
-                                   str(manager.directory), expected_params=abstract.params)
+                                   str(manager.directory), expected_params=abstract.params,
+                                   expected_train={"step": abstract.step,
+                                                   "opt_state": abstract.opt_state})
     latest, restored = checkpointing.restore_latest(manager, restore_step, check_step)
     if latest is not None:
       logging.info("Resuming from %s at step %d.", manager.directory, latest)

@@ -8,14 +8,17 @@ The checks are data, to be read and extended:
   RULES       one row per scalar field: (field path, test, what is allowed, or a
               callable saying it when the list is known only at run time). A row whose
               field the config lacks is skipped, so configs of other models and tasks
-              share the table; add a row for a new field.
+              share the table; add a row for a new field (tests/test_validation_rules.py
+              checks that every row names a field of configs/base.py or a DeepLab
+              config, and that a bad value for it is refused).
   CHECKS      functions over the whole config (cross-field rules, files and globs,
               names); each returns an error line or None.
   model       the model itself judges its fields: `create_model` refuses unknown
               names, and tracing `model.init` (jax.eval_shape: no compilation, no
               arrays) runs the model's own checks (image size, dropout, order, ...).
   workdir     must be a directory this process can write, and its checkpoints must
-              hold this model's parameter shapes (else refused, checkpoints untouched).
+              hold this model's parameter shapes and this optimizer's state tree
+              (else refused, checkpoints untouched).
 """
 from __future__ import annotations
 
@@ -205,6 +208,14 @@ def _check_epochs(config) -> Optional[str]:
   return None
 
 
+def _check_scale_factors(config) -> Optional[str]:
+  lo, hi = _get(config, "min_scale_factor", None), _get(config, "max_scale_factor", None)
+  if _number(lo) and _number(hi) and hi < lo:
+    return (f"config.max_scale_factor = {hi!r}: must be >= config.min_scale_factor = "
+            f"{lo!r} (the training scale range); raise it or lower min_scale_factor.")
+  return None
+
+
 def _check_dataset(config) -> Optional[str]:
   """Dataset names, folders and globs exist (nothing is opened or generated here)."""
   from input_pipeline import sources  # pylint: disable=import-outside-toplevel
@@ -309,9 +320,9 @@ def _check_slices(config) -> Optional[str]:
   return None
 
 
-CHECKS: list[Callable[[Any], Optional[str]]] = [_check_epochs, _check_removed,
-                                                 _check_slices, _check_dataset,
-                                                 _check_files]
+CHECKS: list[Callable[[Any], Optional[str]]] = [_check_epochs, _check_scale_factors,
+                                                 _check_removed, _check_slices,
+                                                 _check_dataset, _check_files]
 
 
 # -- the model, through its own factory ----------------------------------------------
@@ -370,25 +381,38 @@ def _latest_checkpoint_step(root: str) -> Optional[int]:
   return checkpointing.latest_step(root)
 
 
-def check_checkpoint_matches(root: str, step: int, expected_params: Any) -> None:
+def check_checkpoint_matches(root: str, step: int, expected_params: Any,
+                             expected_train: Any = None) -> None:
   """ConfigError when the checkpoint at `step` holds other parameter shapes (another
-  model). An unreadable checkpoint passes: restoring it reports the damage."""
-  import jax  # pylint: disable=import-outside-toplevel
+  model) or, given `expected_train` ({'step', 'opt_state'}), another training state's
+  tree (another optimizer, grad_clip_norm, weight_decay or momentum). A checkpoint
+  whose metadata cannot be read passes: restoring it reports the damage."""
   from xception_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  from xception_jax.state_trees import (  # pylint: disable=import-outside-toplevel
+      first_difference, leaf_shapes)
+  path = paths.join(root, str(step))
   try:
     stored = checkpointing.variables_metadata(root, step)["params"]
+    stored_train = (checkpointing.train_metadata(root, step)
+                    if expected_train is not None else None)
   except Exception:  # pylint: disable=broad-except
     return
-  shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape)
-                         for p, x in jax.tree_util.tree_leaves_with_path(tree)}
-  have, want = shapes(stored), shapes(expected_params)
+  have, want = leaf_shapes(stored), leaf_shapes(expected_params)
   if have != want:
-    differing = sorted(set(have.items()) ^ set(want.items()))
-    first = differing[0][0] if differing else "?"
     raise ConfigError(
-        f"{paths.join(root, str(step))} holds another model's checkpoint (params{first}: "
-        f"{have.get(first, 'missing')} stored, {want.get(first, 'missing')} configured); "
-        "use another --workdir or the model fields of that run (checkpoints untouched).")
+        f"{path} holds another model's checkpoint (params/{first_difference(have, want)}); "
+        "use another --workdir, the model fields of that run, or --config.init_from="
+        f"{path} to start a new run from its parameters (checkpoints untouched).")
+  if stored_train is None:
+    return
+  have, want = leaf_shapes(stored_train), leaf_shapes(expected_train)
+  if have != want:
+    raise ConfigError(
+        f"{path} holds another training setup's optimizer state "
+        f"({first_difference(have, want)}; config.optimizer, grad_clip_norm, "
+        "weight_decay or momentum differ from that run's); resume with that run's values, "
+        f"or start a new run from its parameters with --config.init_from={path} and "
+        "another --workdir (checkpoints untouched).")
 
 
 def _checkpoint_num_classes(root: str, step: int) -> Optional[int]:
@@ -421,4 +445,5 @@ def validate(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -
     num_classes = _checkpoint_num_classes(root, step)
   params = _check_model(config, int(num_classes or 2))
   if step is not None and params is not None:
-    check_checkpoint_matches(root, step, params)
+    from xception_jax import state_trees  # pylint: disable=import-outside-toplevel
+    check_checkpoint_matches(root, step, params, state_trees.abstract_train(config, params))

@@ -35,9 +35,11 @@ segments, depthwise_impl (also the head's depthwise convs), bn_momentum, bn_epsi
 (all BNs), dtype. `num_middle_blocks` (None: the backbone's 8 or 16) shortens the
 middle flow for CPU demos.
 
-Differences from DeepLab's TensorFlow code, on purpose: bilinear resizing uses
-half-pixel centres (jax.image.resize) where TF used align_corners=True, and padding is
-symmetric (PyTorch's, as the backbone's, so timm's weights fit).
+Difference from DeepLab's TensorFlow code, on purpose: bilinear resizing uses
+half-pixel centres (jax.image.resize) where TF used align_corners=True. Padding is not
+a difference: it is symmetric, dilation * (k // 2) on each side, as in TF's DeepLab
+(core/xception.py's `fixed_padding` before every strided 'VALID' convolution; 'SAME'
+at stride 1) and PyTorch's, so TF's and timm's weights fit.
 """
 from __future__ import annotations
 

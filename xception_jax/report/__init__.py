@@ -4,7 +4,9 @@ Reads each run's config.json and TensorBoard event files (runs.py) and writes
   DIR/report.md      the table in the layout of the paper's Tables 1-3 (table.py):
                      top-1/top-5 or MAP@100 at the last evaluation, trainable
                      parameters, forward FLOPs per image at the run's image size
-                     (XLA cost analysis, cost.py), median training steps/s
+                     (XLA cost analysis, cost.py), median training steps/s;
+                     segmentation runs: mean IoU, pixel accuracy, the background-only
+                     mean IoU, and a table of every class's IoU
   DIR/<metric>.png   a metric against gradient steps, one line per run (plots.py), as
                      the paper's Figures 6-10; with figures (--figure=NAME:RUN,RUN),
                      DIR/<NAME>_<metric>.png for each group of runs
@@ -36,18 +38,19 @@ def read_runs(workdirs: Sequence[str], stream=sys.stderr) -> list[Run]:
 
 
 def default_metrics(runs: Sequence[Run]) -> tuple[str, ...]:
-  """The paper's figures' metrics: MAP@K (multi-label) or top-1 (single-label), and
-  the training loss."""
+  """The paper's figures' metrics: MAP@K (multi-label), top-1 (single-label) or mean
+  IoU (segmentation), and the training loss."""
   metrics = []
   for run in runs:
-    tag = table.map_tag(run) or "eval_top_1"
+    tag = ("eval_mean_iou" if run.config.get("task") == "segmentation"
+           else table.map_tag(run) or "eval_top_1")
     if tag not in metrics:
       metrics.append(tag)
   return (*metrics, "train_loss")
 
 
 def _run_cost(run: Run) -> tuple[int, float]:
-  return cost.model_cost(run.config)
+  return cost.model_cost(run.config, run.workdir)
 
 
 def write_report(workdirs: Sequence[str], out: str,

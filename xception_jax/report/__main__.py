@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
@@ -22,7 +23,12 @@ def main(argv):
     if not sep or not members:
       raise app.UsageError(f"--figure={spec!r}: expected NAME:RUN,RUN,...")
     figures[name] = (name, [m for m in members.split(",") if m])
-  print(f"Report: {report.write_report(argv[1:], FLAGS.out, figures or None, FLAGS.metrics or None)}")
+  try:
+    path = report.write_report(argv[1:], FLAGS.out, figures or None, FLAGS.metrics or None)
+  except (ValueError, FileNotFoundError) as e:  # a run that cannot be read: one line
+    print(f"\nerror: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"Report: {path}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+import os
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -20,19 +21,42 @@ import numpy as np
 from xception_jax.models import factory
 
 
-def num_classes(config: dict[str, Any]) -> int:
-  """The run's class count: config.num_classes, or the embedded dataset's."""
+def num_classes(config: dict[str, Any], workdir: Optional[str] = None) -> int:
+  """The run's class count: config.num_classes, else the embedded dataset's (the
+  segmentation one with its background class), else the class count stored with the
+  model in the run's latest checkpoint (a tfds dataset's own count)."""
   if config.get("num_classes"):
     return int(config["num_classes"])
   if config.get("dataset") == "embedded_shapes" and config.get("embedded"):
     return int(config["embedded"]["num_classes"])
-  raise ValueError("config.json has no num_classes (a tfds dataset's own count): "
-                   "the report cannot rebuild the model's head.")
+  if (config.get("dataset") == "embedded_shapes_segmentation"
+      and config.get("embedded_segmentation")):
+    return int(config["embedded_segmentation"]["num_classes"]) + 1  # + background
+  stored = _checkpoint_num_classes(workdir) if workdir else None
+  if stored:
+    return stored
+  raise ValueError(f"{workdir or 'the run'}: config.json has no num_classes (the dataset's "
+                   "own count) and no checkpoint under checkpoints/ stores it; the report "
+                   "cannot rebuild the model's head.")
 
 
-def model_fields(config: dict[str, Any]) -> dict[str, Any]:
+def _checkpoint_num_classes(workdir: str) -> Optional[int]:
+  """num_classes of the model JSON of the latest step in WORKDIR/checkpoints, if any."""
+  root = os.path.join(workdir, "checkpoints")
+  steps = sorted((int(n) for n in os.listdir(root) if n.isdigit()), reverse=True) \
+      if os.path.isdir(root) else []
+  for step in steps:
+    try:
+      with open(os.path.join(root, str(step), "model", "metadata")) as f:
+        return int(json.load(f)["num_classes"])
+    except (OSError, ValueError, KeyError, TypeError):
+      continue
+  return None
+
+
+def model_fields(config: dict[str, Any], workdir: Optional[str] = None) -> dict[str, Any]:
   """config.model as the factory's fields, in float32 and the reference depthwise."""
-  fields = dict(config["model"], num_classes=num_classes(config), dtype="float32")
+  fields = dict(config["model"], num_classes=num_classes(config, workdir), dtype="float32")
   if "depthwise_impl" in factory.model_fields(fields.get("architecture") or "xception"):
     fields["depthwise_impl"] = "feature_group"
   return fields
@@ -51,7 +75,7 @@ def _cost(fields_json: str, image_size: int) -> tuple[int, float]:
   return params, float(analysis["flops"])
 
 
-def model_cost(config: dict[str, Any]) -> tuple[int, float]:
+def model_cost(config: dict[str, Any], workdir: Optional[str] = None) -> tuple[int, float]:
   """(trainable parameters, forward FLOPs per image) of the run's model."""
-  fields = json.dumps(model_fields(config), sort_keys=True)
+  fields = json.dumps(model_fields(config, workdir), sort_keys=True)
   return _cost(fields, int(config["image_size"]))

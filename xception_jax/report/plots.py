@@ -18,7 +18,8 @@ DPI = 100
 TITLES = {"train_loss": "training loss", "eval_top_1": "top-1 accuracy (eval)",
           "eval_top_5": "top-5 accuracy (eval)", "eval_loss": "loss (eval)",
           "eval_precision_at_1": "precision@1 (eval)",
-          "eval_precision_at_5": "precision@5 (eval)"}
+          "eval_precision_at_5": "precision@5 (eval)",
+          "eval_mean_iou": "mean IoU (eval)", "eval_pixel_accuracy": "pixel accuracy (eval)"}
 
 
 def metric_title(tag: str) -> str:

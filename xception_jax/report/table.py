@@ -2,8 +2,9 @@
 
 Table 1 (ImageNet): top-1 and top-5 accuracy; Table 2 (JFT): FastEval14k MAP@100;
 Table 3: parameter count and training steps per second. One row per run, with the
-values at the run's last evaluation; single-label and multi-label runs get separate
-tables. Steps/s is the median of the logged `train_steps_per_sec` (the first interval
+values at the run's last evaluation; single-label, multi-label and segmentation runs
+get separate tables (segmentation: mean IoU, pixel accuracy and the background-only
+mean IoU, then a second table of every class's IoU). Steps/s is the median of the logged `train_steps_per_sec` (the first interval
 includes compilation).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from xception_jax.report.runs import Run
 
 Cost = Callable[[Run], tuple[int, float]]
+CLASS_IOU = "eval_iou/class_"  # the trainer's per-class IoU tags: eval_iou/class_<c>
 
 
 def si(value: float) -> str:
@@ -42,8 +44,10 @@ def map_tag(run: Run) -> Optional[str]:
 
 def markdown_table(runs: Sequence[Run], cost: Cost) -> str:
   """One table per task among `runs` (multi-label: MAP@K; single-label: top-1/5)."""
-  multi = [r for r in runs if r.config.get("task") == "multi_label"]
-  single = [r for r in runs if r.config.get("task") != "multi_label"]
+  task = lambda r: r.config.get("task")
+  multi = [r for r in runs if task(r) == "multi_label"]
+  segmentation = [r for r in runs if task(r) == "segmentation"]
+  single = [r for r in runs if task(r) not in ("multi_label", "segmentation")]
   tables = []
   if single:
     rows = ["| Run | Top-1 accuracy | Top-5 accuracy | Parameters | FLOPs / image | "
@@ -62,7 +66,29 @@ def markdown_table(runs: Sequence[Run], cost: Cost) -> str:
       chance = run.last(f"{tag}_random_scores") if tag else None
       rows.append(_row(run, [_number(value, 4), _number(chance, 4)], cost))
     tables.append("\n".join(rows))
+  if segmentation:
+    rows = ["| Run | Mean IoU | Pixel accuracy | Mean IoU, background everywhere | "
+            "Parameters | FLOPs / image | Steps/s | Steps |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for run in segmentation:
+      rows.append(_row(run, [_number(run.last("eval_mean_iou"), 4),
+                             _number(run.last("eval_pixel_accuracy"), 4),
+                             _number(run.last("eval_mean_iou_majority_class"), 4)], cost))
+    tables += ["\n".join(rows), per_class_table(segmentation)]
   return "\n\n".join(tables)
+
+
+def per_class_table(runs: Sequence[Run]) -> str:
+  """Every class's IoU at each run's last evaluation (n/a: a class the run never saw)."""
+  count = max((int(tag.rsplit("_", 1)[-1]) + 1 for run in runs for tag in run.scalars
+               if tag.startswith(CLASS_IOU)), default=0)
+  rows = ["| Run | " + " | ".join(f"IoU class {c}" for c in range(count)) + " |",
+          "|---|" + "---:|" * count]
+  for run in runs:
+    values = [run.last(f"{CLASS_IOU}{c}") for c in range(count)]
+    rows.append("| " + " | ".join([run.label] + [
+        "n/a" if v is None or v != v else f"{v:.3f}" for v in values]) + " |")
+  return "\n".join(rows)
 
 
 def _row(run: Run, metrics: list[str], cost: Cost) -> str:
