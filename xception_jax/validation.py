@@ -18,13 +18,12 @@ The checks are data, to be read and extended:
               arrays) runs the model's own checks (image size, dropout, order, ...).
   workdir     must be a directory this process can write, and its checkpoints must
               hold this model's parameter shapes and this optimizer's state tree
-              (else refused, checkpoints untouched).
+              (else refused, checkpoints untouched): workdir_checks.py.
 """
 from __future__ import annotations
 
 import math
 import numbers
-import os
 from typing import Any, Callable, Optional, Union
 
 import ml_collections
@@ -32,8 +31,10 @@ import ml_collections
 from xception_jax import paths, tasks
 
 
-class ConfigError(ValueError):
-  """A config field, file or workdir that cannot work; the message is one line."""
+from xception_jax.errors import ConfigError
+# The workdir's checks (workdir_checks.py); check_checkpoint_matches is also train.py's.
+from xception_jax.workdir_checks import (check_checkpoint_matches, check_workdir,
+                                         checkpoint_num_classes, latest_checkpoint_step)
 
 
 # -- tests used by the table ---------------------------------------------------------
@@ -350,80 +351,6 @@ def _check_model(config, num_classes: int):
     raise ConfigError(f"config.model: {message}") from e
 
 
-# -- the workdir ---------------------------------------------------------------------
-
-def _check_workdir(workdir: str) -> None:
-  unreachable = paths.check_reachable(workdir, f"--workdir = {workdir!r}")
-  if unreachable:
-    raise ConfigError(unreachable)
-  if paths.is_remote(workdir):
-    if paths.isfile(workdir):
-      raise ConfigError(f"--workdir = {workdir!r}: is an object, not a directory; "
-                        "give a directory path.")
-    return  # Whether the bucket is writable shows at the first write.
-  path = paths.resolve(workdir)
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise ConfigError(f"--workdir = {workdir!r}: is a file; give a directory.")
-  existing = path
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise ConfigError(f"--workdir = {workdir!r}: {existing!r} is a file; give a path "
-                      "under a directory.")
-  if not os.access(existing, os.W_OK | os.X_OK):
-    raise ConfigError(f"--workdir = {workdir!r}: {existing!r} is not writable by this "
-                      "user; choose another directory.")
-
-
-def _latest_checkpoint_step(root: str) -> Optional[int]:
-  """The latest finished step, as Orbax finds it (local or in a bucket)."""
-  from xception_jax import checkpointing  # pylint: disable=import-outside-toplevel
-  return checkpointing.latest_step(root)
-
-
-def check_checkpoint_matches(root: str, step: int, expected_params: Any,
-                             expected_train: Any = None) -> None:
-  """ConfigError when the checkpoint at `step` holds other parameter shapes (another
-  model) or, given `expected_train` ({'step', 'opt_state'}), another training state's
-  tree (another optimizer, grad_clip_norm, weight_decay or momentum). A checkpoint
-  whose metadata cannot be read passes: restoring it reports the damage."""
-  from xception_jax import checkpointing  # pylint: disable=import-outside-toplevel
-  from xception_jax.state_trees import (  # pylint: disable=import-outside-toplevel
-      first_difference, leaf_shapes)
-  path = paths.join(root, str(step))
-  try:
-    stored = checkpointing.variables_metadata(root, step)["params"]
-    stored_train = (checkpointing.train_metadata(root, step)
-                    if expected_train is not None else None)
-  except Exception:  # pylint: disable=broad-except
-    return
-  have, want = leaf_shapes(stored), leaf_shapes(expected_params)
-  if have != want:
-    raise ConfigError(
-        f"{path} holds another model's checkpoint (params/{first_difference(have, want)}); "
-        "use another --workdir, the model fields of that run, or --config.init_from="
-        f"{path} to start a new run from its parameters (checkpoints untouched).")
-  if stored_train is None:
-    return
-  have, want = leaf_shapes(stored_train), leaf_shapes(expected_train)
-  if have != want:
-    raise ConfigError(
-        f"{path} holds another training setup's optimizer state "
-        f"({first_difference(have, want)}; config.optimizer, grad_clip_norm, "
-        "weight_decay or momentum differ from that run's); resume with that run's values, "
-        f"or start a new run from its parameters with --config.init_from={path} and "
-        "another --workdir (checkpoints untouched).")
-
-
-def _checkpoint_num_classes(root: str, step: int) -> Optional[int]:
-  import json  # pylint: disable=import-outside-toplevel
-  try:
-    text = paths.read_text(paths.join(root, str(step), "model", "metadata"))
-    return int(json.loads(text)["num_classes"])
-  except Exception:  # pylint: disable=broad-except
-    return None
-
-
 # -- entry point ---------------------------------------------------------------------
 
 def validate(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> None:
@@ -437,12 +364,12 @@ def validate(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -
     if message:
       raise ConfigError(message)
   if workdir is not None:
-    _check_workdir(workdir)
+    check_workdir(workdir)
   root = paths.join(workdir, "checkpoints") if workdir else None
-  step = _latest_checkpoint_step(root) if root else None
+  step = latest_checkpoint_step(root) if root else None
   num_classes = _get(config, "num_classes", None)
   if not num_classes and step is not None:
-    num_classes = _checkpoint_num_classes(root, step)
+    num_classes = checkpoint_num_classes(root, step)
   params = _check_model(config, int(num_classes or 2))
   if step is not None and params is not None:
     from xception_jax import state_trees  # pylint: disable=import-outside-toplevel
