@@ -10,7 +10,6 @@ process, 5 steps:
      step 2: both stop at the same step, one checkpoint is written, both exit 0;
      started again, the pair ends bitwise equal to S (same 2 x 2 layout).
 """
-import glob
 import os
 import re
 import subprocess
@@ -18,9 +17,9 @@ import subprocess
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from configs import demo
+import events
 import processes
 from xception_jax import checkpointing, preemption, train
 
@@ -37,16 +36,6 @@ pytestmark = pytest.mark.slow
 def _check_announced(outputs):
   for i, output in enumerate(outputs):
     assert f"JAX process {i} of 2" in output, output[-3000:]
-
-
-def _losses(workdir):
-  values = {}
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == "train_loss":
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return [values[s] for s in sorted(values)]
 
 
 def _params(workdir):
@@ -95,7 +84,7 @@ def test_a_slurm_job_of_two_processes_trains_like_one_process(slurm_run, data_di
   config.num_devices = 4
   single = str(tmp_path / "single")
   train.train_and_evaluate(config, single)
-  two, one = _losses(slurm_run), _losses(single)
+  two, one = events.loss_curve(slurm_run), events.loss_curve(single)
   assert len(two) == len(one) == STEPS and one[-1] != one[0]
   # 2 x 2 against 1 x 4 devices: the same global batches, reduction order aside.
   np.testing.assert_allclose(two, one, rtol=2e-4)

@@ -4,7 +4,6 @@ Each `train_and_evaluate` call compiles its own steps (~10-20 s on 2 cores), so 
 runs are module-scoped fixtures shared by the tests that compare them.
 """
 import functools
-import glob
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ import tensorflow_datasets as tfds
 
 import input_pipeline
 from configs import demo
+import events
 from xception_jax import checkpointing, optim, steps, train
 from xception_jax.evaluation import map_at_k
 from xception_jax.models import create_model
@@ -44,27 +44,6 @@ def _tiny_config(data_dir, **overrides):
   config.async_checkpointing = False
   config.update_from_flattened_dict(overrides)
   return config
-
-
-def _event_files(workdir):
-  return set(glob.glob(os.path.join(workdir, "events.out.tfevents.*")))
-
-
-def _logged(paths, tag="train_loss"):
-  """{step: value} of one scalar, read back from TensorBoard event files."""
-  values = {}
-  for path in paths:
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return values
-
-
-def _train_losses(workdir):
-  """train_loss per step, read back from the TensorBoard event files."""
-  losses = _logged(_event_files(workdir))
-  return [losses[s] for s in sorted(losses)]
 
 
 def _initial_params(config, num_classes):
@@ -101,7 +80,7 @@ def _params(workdir):
 
 def test_one_and_four_devices_give_the_same_run(run_one_device, run_four_devices, data_dir):
   (dir1, res1), (dir4, res4) = run_one_device, run_four_devices
-  losses1, losses4 = _train_losses(dir1), _train_losses(dir4)
+  losses1, losses4 = events.loss_curve(dir1), events.loss_curve(dir4)
   assert len(losses1) == STEPS and len(losses4) == STEPS
   assert losses1[-1] != losses1[0]  # training moved
   np.testing.assert_allclose(losses4, losses1, rtol=2e-4)
@@ -142,11 +121,11 @@ def test_resume_continues_from_the_checkpoint(run_one_device, data_dir, tmp_path
   train.train_and_evaluate(_tiny_config(data_dir, num_train_steps=2, **overrides), workdir)
   _, step = _params(workdir)
   assert step == 2
-  first_run = _event_files(workdir)
-  assert sorted(_logged(first_run)) == [1, 2]
+  first_run = events.event_files(workdir)
+  assert sorted(events.logged(first_run)) == [1, 2]
   train.train_and_evaluate(_tiny_config(data_dir, **overrides), workdir)
-  second_run = _event_files(workdir) - first_run
-  assert sorted(_logged(second_run)) == [3, 4]
+  second_run = events.event_files(workdir) - first_run
+  assert sorted(events.logged(second_run)) == [3, 4]
   assert os.path.exists(os.path.join(workdir, "config_step2.json"))
   manager = checkpointing.create_manager(os.path.join(workdir, "checkpoints"),
                                          max_to_keep=None, asynchronous=False, read_only=True)
@@ -156,7 +135,7 @@ def test_resume_continues_from_the_checkpoint(run_one_device, data_dir, tmp_path
   assert step == STEPS
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                resumed, straight)
-  np.testing.assert_allclose(_train_losses(workdir), _train_losses(run_one_device[0]),
+  np.testing.assert_allclose(events.loss_curve(workdir), events.loss_curve(run_one_device[0]),
                              rtol=1e-5)
 
 

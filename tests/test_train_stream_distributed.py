@@ -14,15 +14,13 @@ C's equal A's steps 4-6, up to reduction order. Before the index-based stream ea
 shuffled its own share, so the losses of B differed from A's by up to 38% (issue 14),
 and C could not continue B's stream.
 """
-import glob
 import json
-import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from configs import demo
+import events
 import processes
 from input_pipeline import train_stream
 from xception_jax import train
@@ -40,17 +38,6 @@ def _config(data_dir, num_train_steps):
   config.update_from_flattened_dict(dict(TINY, num_train_steps=num_train_steps))
   config.num_devices = 4
   return config
-
-
-def _losses(workdir):
-  """{step: train_loss} from the TensorBoard event files of a workdir."""
-  values = {}
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == "train_loss":
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return values
 
 
 # main.py, with each TrainStream batch's record ids appended to the file named by
@@ -108,13 +95,13 @@ def test_two_processes_then_one_continue_the_one_process_stream(tmp_path, monkey
     train.train_and_evaluate(_config(data_dir, STEPS), straight)
   ids_a = _record_ids(tmp_path / "a.jsonl")[:STEPS]
   assert ids_a.shape == (STEPS, 8)
-  a = _losses(straight)
+  a = events.losses(straight)
   assert sorted(a) == list(range(1, STEPS + 1))
   assert a[STEPS] != a[1]  # training moved
 
   # B: two processes, then C: one process from B's checkpoint.
   _two_processes(handed_over, data_dir, tmp_path)
-  b = _losses(handed_over)
+  b = events.losses(handed_over)
   assert sorted(b) == list(range(1, HALF + 1))
   ids_b = _record_ids(tmp_path / "ids0.jsonl", tmp_path / "ids1.jsonl")[:HALF]
   np.testing.assert_array_equal(ids_b, ids_a[:HALF],
@@ -124,7 +111,7 @@ def test_two_processes_then_one_continue_the_one_process_stream(tmp_path, monkey
     train.train_and_evaluate(_config(data_dir, STEPS), handed_over)
   np.testing.assert_array_equal(_record_ids(tmp_path / "c.jsonl")[:STEPS - HALF],
                                 ids_a[HALF:], err_msg="record ids of steps 4-6, resumed")
-  c = {step: loss for step, loss in _losses(handed_over).items() if step not in b}
+  c = {step: loss for step, loss in events.losses(handed_over).items() if step not in b}
   assert sorted(c) == list(range(HALF + 1, STEPS + 1))  # resumed at the checkpoint
 
   steps_b, steps_c = sorted(b), sorted(c)
