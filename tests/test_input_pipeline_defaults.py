@@ -11,7 +11,8 @@ def test_default_data_config_fields():
       "num_classes", "class_weights_file", "batch_size", "eval_batch_size",
       "image_size", "seed", "shuffle", "crop_area_range",
       "crop_aspect_range", "crop_min_object_covered", "eval_crop_fraction",
-      "prefetch_batches", "cache", "input_threads", "input_autotune", "embedded"}
+      "prefetch_batches", "cache", "input_threads", "input_autotune", "embedded",
+      "record_index_dir"}
   assert (c.dataset, c.task) == ("embedded_shapes", "multi_label")
   assert tuple(c.crop_area_range) == (0.08, 1.0)
   assert tuple(c.crop_aspect_range) == (3 / 4, 4 / 3)
