@@ -51,7 +51,11 @@ def deeplab_model_config(backbone: str = "xception65") -> ml_collections.ConfigD
       depthwise_impl="auto",
       width_multiplier=1.0,             # scales the backbone and the head alike
       bn_momentum=0.9997,               # DeepLab's BN decay
-      bn_epsilon=1e-3,
+      bn_epsilon=1e-3,                  # the backbone's (its ImageNet checkpoint's)
+      head_bn_epsilon=1e-5,             # ASPP and decoder (TF DeepLab's)
+      head_init="deeplab",              # TF's truncated normals | 'glorot_uniform'
+      align_corners=True,               # TF's resize geometry | False: half-pixel
+      decoder_features_before_relu=True,  # TF's pre-ReLU stride-4 map | False: after
       dtype="float32",
   ))
 
@@ -69,6 +73,10 @@ def segmentation_config() -> ml_collections.ConfigDict:
   config.lr_poly_power = 0.9
   config.eval_scales = (1.0,)
   config.eval_flip = False
+  # None: evaluate at the model's output_stride; 8 (or 16): the same parameters at that
+  # stride, ASPP rates scaled with it (DeepLab's best row: trained at 16, evaluated at 8).
+  config.eval_output_stride = config_dict.placeholder(int)
+  config.weight_decay_depthwise = False  # TF DeepLab's regularize_depthwise=False
   config.shard_head = False
   return config
 

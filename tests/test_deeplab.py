@@ -171,3 +171,9 @@ def test_another_output_stride_keeps_the_parameters_and_scales_the_rates():
                               output_stride=m.output_stride, width_multiplier=0.125)
     return np.asarray(encoder.apply(backbone, x, return_features=True)["level5"])
   assert final(model).shape[1:3] == (5, 5) and final(at8).shape[1:3] == (9, 9)
+
+
+def test_validation_knows_the_head_inits():
+  from xception_jax import validation  # pylint: disable=import-outside-toplevel
+  from xception_jax.models import deeplab  # pylint: disable=import-outside-toplevel
+  assert validation.HEAD_INITS == deeplab.HEAD_INITS
