@@ -12,13 +12,13 @@ Inference as DeepLab reports its best numbers (`eval_scales`, `eval_flip`): the 
 resized by each scale (bilinear), the model's logits are resized back to the input size,
 softmax probabilities are averaged over scales (and over the left-right flipped input,
 flipped back), and the class is their argmax. With scales (1.0,) and no flip this is
-the plain argmax of the logits. `align_corners` (the task passes the model's) picks the
-resizing geometry, TF DeepLab's (corners aligned, a side of (size - 1) * scale + 1 as
+the plain argmax of the logits. `align_corners` (None: the model's field, False for a
+model without one) picks the resizing geometry, TF DeepLab's (corners aligned, a side of (size - 1) * scale + 1 as
 its `_scale_dimension`) or half-pixel centres (a side of round(size * scale)).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,9 +31,11 @@ from xception_jax.models.resize import resize_bilinear, scaled_size
 
 def predict_probabilities(model: nn.Module, variables: dict, images: jax.Array,
                           scales: Sequence[float] = (1.0,), flip: bool = False,
-                          align_corners: bool = False) -> jax.Array:
+                          align_corners: Optional[bool] = None) -> jax.Array:
   """Class probabilities [B, H, W, C] averaged over scales and (optionally) flips."""
   height, width = images.shape[1], images.shape[2]
+  if align_corners is None:
+    align_corners = getattr(model, "align_corners", False)
   _resize = lambda x, h, w: resize_bilinear(x, h, w, align_corners)
   total, count = None, 0
   for scale in scales:
@@ -56,7 +58,8 @@ def predict_probabilities(model: nn.Module, variables: dict, images: jax.Array,
 
 def eval_step(state, batch: dict, *, model: nn.Module, num_classes: int,
               ignore_label: int = 255, scales: Sequence[float] = (1.0,),
-              flip: bool = False, align_corners: bool = False) -> tuple[Any, jax.Array]:
+              flip: bool = False, align_corners: Optional[bool] = None
+              ) -> tuple[Any, jax.Array]:
   """The loss over labelled pixels of the real rows, and the batch's confusion matrix.
 
   With the default single scale the loss is the cross-entropy of the model's logits;

@@ -67,8 +67,7 @@ def eval_step(config: ml_collections.ConfigDict, data, model) -> base.EvalStep:
                            num_classes=data.num_classes,
                            ignore_label=getattr(data, "ignore_label", IGNORE_LABEL),
                            scales=tuple(config.get("eval_scales", (1.0,))),
-                           flip=config.get("eval_flip", False),
-                           align_corners=getattr(model, "align_corners", False))
+                           flip=config.get("eval_flip", False))
 
 
 class IoUEvaluator:
