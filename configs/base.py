@@ -69,6 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.rmsprop_epsilon = 1.0
   config.rmsprop_initial_scale = 1.0
   config.weight_decay = 1e-5
+  config.weight_decay_depthwise = True  # False: no decay on depthwise kernels (DeepLab's)
   config.label_smoothing = 0.0
   config.grad_clip_norm = config_dict.placeholder(float)
   config.skip_nonfinite_updates = False  # True: skip (and count) steps with a NaN/inf loss or gradient

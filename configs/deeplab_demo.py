@@ -39,6 +39,10 @@ def get_config(variant: str = ""):
   config.model.output_stride = 8
   config.model.atrous_rates = (2, 4, 6)
   config.model.bn_momentum = 0.9
+  # Glorot head, not TF's truncated normals (0.01-stddev logits, 0.33 depthwise): trained
+  # from scratch for 800 steps the demo reached mIoU 0.238 with TF's, 0.343 with Glorot
+  # (one run each, 2026-12-06; every other TF switch as configs/deeplab_voc.py).
+  config.model.head_init = "glorot_uniform"
 
   config.optimizer = "sgd"
   config.momentum = 0.9

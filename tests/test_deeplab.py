@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from xception_jax.models import create_model, model_to_fields, scaled_width
+from xception_jax.models.aligned_xception import AlignedXception
 from xception_jax.models.deeplab import DeepLabV3Plus, backbone_blocks
 
 TINY = dict(width_multiplier=0.125, num_middle_blocks=1)
@@ -134,8 +135,45 @@ def test_middle_flow_can_be_shortened():
     (dict(output_stride=32), "output_stride must be one of"),
     (dict(atrous_rates=(6, 12)), "atrous_rates must be None or three integers"),
     (dict(dropout_rate=1.0), "dropout_rate must be in"),
+    (dict(head_bn_epsilon=0.0), "head_bn_epsilon must be > 0"),
+    (dict(head_init="he"), "head_init must be one of"),
 ])
 def test_bad_fields_are_named(fields, message):
   model = DeepLabV3Plus(num_classes=3, **{**TINY, **fields})
   with pytest.raises(ValueError, match=message):
     _shapes(model, 33, 33)
+
+
+def test_another_output_stride_keeps_the_parameters_and_scales_the_rates():
+  """Evaluation at output stride 8 of a model trained at 16 (DeepLab's best row): the
+  same variables apply; default rates become (12, 24, 36), explicit ones scale by 2, and
+  the backbone's stride-2 blocks become dilated."""
+  model = DeepLabV3Plus(num_classes=3, backbone="xception41", **TINY)
+  at8 = model.at_output_stride(8)
+  assert (at8.output_stride, at8.rates()) == (8, (12, 24, 36))
+  assert model.at_output_stride(16) is model
+  explicit = model.clone(atrous_rates=(3, 5, 7)).at_output_stride(8)
+  assert explicit.rates() == (6, 10, 14)
+  assert DeepLabV3Plus(output_stride=8, atrous_rates=(2, 4, 6)).at_output_stride(16).rates() \
+      == (1, 2, 3)
+  with pytest.raises(ValueError, match="do not scale to integers"):
+    DeepLabV3Plus(output_stride=8, atrous_rates=(3, 4, 6)).at_output_stride(16)
+  with pytest.raises(ValueError, match="output_stride must be one of"):
+    model.at_output_stride(32)
+  x = jax.random.uniform(jax.random.key(0), (1, 65, 65, 3))
+  variables = jax.jit(lambda x: model.init(jax.random.key(1), x))(x)
+  shapes = lambda tree: jax.tree.map(lambda a: a.shape, tree)
+  assert shapes(jax.eval_shape(lambda: at8.init(jax.random.key(1), x))) == shapes(variables)
+  assert np.asarray(jax.jit(at8.apply)(variables, x)).shape == (1, 65, 65, 3)
+  backbone = {k: v["backbone"] for k, v in variables.items()}
+  def final(m):
+    encoder = AlignedXception(backbone_blocks("xception41", 1), include_top=False,
+                              output_stride=m.output_stride, width_multiplier=0.125)
+    return np.asarray(encoder.apply(backbone, x, return_features=True)["level5"])
+  assert final(model).shape[1:3] == (5, 5) and final(at8).shape[1:3] == (9, 9)
+
+
+def test_validation_knows_the_head_inits():
+  from xception_jax import validation  # pylint: disable=import-outside-toplevel
+  from xception_jax.models import deeplab  # pylint: disable=import-outside-toplevel
+  assert validation.HEAD_INITS == deeplab.HEAD_INITS

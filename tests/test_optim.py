@@ -140,3 +140,38 @@ def test_steps_from_epochs_and_errors():
   config.optimizer = "adam"
   with pytest.raises(ValueError, match="config.optimizer must be 'sgd' or 'rmsprop'"):
     optim.create_optimizer(config)
+
+
+def test_deeplab_decays_every_kernel_but_the_depthwise_ones():
+  """TF DeepLab's regularize_depthwise=False: the excluded leaves are exactly the kernels
+  shaped like a depthwise conv's (k, k, 1, C) (recognised by shape here, not by name),
+  in the backbone and the head alike; the base config keeps decaying them."""
+  from configs import deeplab_voc  # pylint: disable=import-outside-toplevel
+  from xception_jax.models.deeplab import DeepLabV3Plus  # pylint: disable=import-outside-toplevel
+  model = DeepLabV3Plus(num_classes=3, backbone="xception41", num_middle_blocks=0,
+                        width_multiplier=0.125)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 33, 33, 3))))
+  params = params["params"]
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  kernels = {jax.tree_util.keystr(p) for p, _ in leaves if p[-1].key == "kernel"}
+  depthwise = {jax.tree_util.keystr(p) for p, x in leaves
+               if p[-1].key == "kernel" and x.ndim == 4 and x.shape[0] == 3 and x.shape[2] == 1}
+  assert len(depthwise) == 3 * 3 + 2 * 3 + 3 + 2   # entry, exit blocks; ASPP, decoder
+  decayed = lambda mask: {jax.tree_util.keystr(p) for p, m in
+                          jax.tree_util.tree_leaves_with_path(mask) if m}
+  assert decayed(optim.decay_mask(params, depthwise=False)) == kernels - depthwise
+  assert decayed(optim.decay_mask(params)) == kernels
+  # Through the optimizer the config builds: zero gradients, one SGD step.
+  config = deeplab_voc.get_config()
+  assert config.weight_decay_depthwise is False
+  config.learning_rate, config.weight_decay = 1.0, 0.5
+  toy = {"block": {"depthwise": {"kernel": jnp.ones((3, 3, 1, 4))},
+                   "pointwise": {"kernel": jnp.ones((1, 1, 4, 4))}}}
+  tx = optim.create_optimizer(config, total_steps=10)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, toy), tx.init(toy), toy)
+  np.testing.assert_array_equal(updates["block"]["depthwise"]["kernel"], 0.0)
+  np.testing.assert_allclose(updates["block"]["pointwise"]["kernel"], -0.5)
+  config.weight_decay_depthwise = True
+  tx = optim.create_optimizer(config, total_steps=10)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, toy), tx.init(toy), toy)
+  np.testing.assert_allclose(updates["block"]["depthwise"]["kernel"], -0.5)

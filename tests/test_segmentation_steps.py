@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import ml_collections
 import optax
+import pytest
 from sklearn.metrics import confusion_matrix
 
 from configs import base
@@ -131,3 +132,60 @@ def test_poly_schedule_is_deeplabs():
     np.testing.assert_allclose(float(schedule(step)), want, rtol=1e-4, atol=1e-12)  # float32 pow
   tx = optim.create_optimizer(config, total_steps=1000)
   assert isinstance(tx, optax.GradientTransformation)
+
+
+def _align_corners_resize(x, height, width):
+  """TF's resize_bilinear(align_corners=True) as two interpolation matrices, written
+  from the formula: output i reads input i * (n - 1) / (m - 1)."""
+  def matrix(n, m):
+    a = np.zeros((m, n))
+    for i in range(m):
+      c = i * (n - 1) / (m - 1) if m > 1 else 0.0
+      lo = min(int(c), n - 1)
+      a[i, lo] += 1 - (c - lo)
+      a[i, min(lo + 1, n - 1)] += c - lo
+    return a
+  return np.einsum("hi,wj,nijc->nhwc", matrix(x.shape[1], height),
+                   matrix(x.shape[2], width), np.asarray(x, np.float64))
+
+
+def test_multi_scale_inference_with_aligned_corners_is_tf_deeplabs():
+  model, variables, _ = _toy()
+  images = _batch(seed=3, rows=2, real=2)["image"]     # 9 x 10
+  scales = (0.5, 1.75)
+  got = segmentation_steps.predict_probabilities(model, variables, images, scales,
+                                                 align_corners=True)
+  want = np.zeros(images.shape[:3] + (C,))
+  for scale in scales:
+    size = (int(8 * scale + 1), int(9 * scale + 1))   # TF's _scale_dimension: 5 x 5, 15 x 16
+    scaled = _align_corners_resize(images, *size).astype(np.float32)
+    logits = _align_corners_resize(model.apply(variables, scaled), 9, 10)
+    want += np.exp(_log_softmax(logits))
+  want /= len(scales)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+  half = segmentation_steps.predict_probabilities(model, variables, images, scales)
+  assert np.max(np.abs(np.asarray(half) - want)) > 1e-3   # _Toy has no align_corners
+  model.align_corners = True   # a model's own field decides when none is passed
+  try:
+    same = segmentation_steps.predict_probabilities(model, variables, images, scales)
+  finally:
+    del model.align_corners
+  np.testing.assert_allclose(np.asarray(same), want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_task_evaluates_at_eval_output_stride_in_the_models_geometry():
+  from xception_jax.models.deeplab import DeepLabV3Plus  # pylint: disable=import-outside-toplevel
+  model = DeepLabV3Plus(num_classes=3, backbone="xception41", num_middle_blocks=0,
+                        width_multiplier=0.125, output_stride=16)
+  data = type("Data", (), {"num_classes": 3})()
+  config = ml_collections.ConfigDict({"eval_scales": (1.0,), "eval_flip": False,
+                                      "eval_output_stride": 8})
+  step = segmentation.eval_step(config, data, model)
+  assert step.keywords["model"] == model.at_output_stride(8)
+  assert step.keywords["model"].rates() == (12, 24, 36)
+  assert "align_corners" not in step.keywords   # the model's own (True) decides
+  config.eval_output_stride = None
+  assert segmentation.eval_step(config, data, model).keywords["model"] is model
+  config.eval_output_stride = 8
+  with pytest.raises(ValueError, match="eval_output_stride=8: model _Toy"):
+    segmentation.eval_step(config, data, _Toy())

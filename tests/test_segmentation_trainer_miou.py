@@ -38,7 +38,9 @@ def _config(data_dir):
       "async_checkpointing": False, "model.num_middle_blocks": 1,
       # Small: a few steps at the demo's rate collapse every pixel to background, and a
       # constant prediction would hide a row matched to the wrong mask.
-      "learning_rate": 0.001})
+      "learning_rate": 0.001,
+      # Glorot logits: TF's 0.01-stddev ones leave every pixel background after 3 steps.
+      "model.head_init": "glorot_uniform"})
   config.eval_scales, config.eval_flip = SCALES, FLIP
   return config
 

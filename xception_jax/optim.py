@@ -7,7 +7,11 @@ JFT: RMSprop, momentum 0.9, initial learning rate 0.001, decayed by 0.9 every
 
 Weight decay is the L2 regularisation of Keras/TensorFlow (`kernel_regularizer`): the
 gradient of (weight_decay / 2) * ||w||^2 is added to the gradient of every kernel
-(convolution and dense weights), not to BatchNorm scales/shifts or biases.
+(convolution and dense weights), not to BatchNorm scales/shifts or biases. With
+`weight_decay_depthwise=False` (DeepLab's `regularize_depthwise=False`, its configs'
+value) the depthwise kernels, the 'kernel' leaves of modules named 'depthwise' (every
+separable conv's spatial half, in Xception, aligned Xception and DeepLab's head), are
+not decayed either.
 
 DeepLab v3+ (segmentation) uses the "poly" schedule instead:
 lr = base * (1 - step / total_steps) ** 0.9 (`lr_schedule='poly'`, `lr_poly_power`).
@@ -65,10 +69,18 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   return lambda step: jnp.where(step < warmup, base * step / warmup, decay(step))
 
 
-def decay_mask(params):
-  """True for kernels (convolutions, dense weights): the leaves named 'kernel'."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+DEPTHWISE_MODULE = "depthwise"   # layers.SeparableConv / AlignedSeparableConv's name
+
+
+def decay_mask(params, depthwise: bool = True):
+  """True for kernels (convolutions, dense weights): the leaves named 'kernel', except,
+  with depthwise=False, those of a module named 'depthwise'."""
+  def decayed(path, _):
+    keys = [getattr(k, "key", None) for k in path]
+    if keys[-1] != "kernel":
+      return False
+    return depthwise or len(keys) < 2 or keys[-2] != DEPTHWISE_MODULE
+  return jax.tree_util.tree_map_with_path(decayed, params)
 
 
 def create_optimizer(config: ml_collections.ConfigDict,
@@ -79,7 +91,9 @@ def create_optimizer(config: ml_collections.ConfigDict,
   if config.get("grad_clip_norm"):
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
   if config.weight_decay:
-    parts.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
+    depthwise = config.get("weight_decay_depthwise", True)
+    parts.append(optax.add_decayed_weights(
+        config.weight_decay, mask=lambda params: decay_mask(params, depthwise)))
   if config.optimizer == "sgd":
     parts.append(optax.sgd(schedule, momentum=config.momentum, nesterov=False))
   elif config.optimizer == "rmsprop":

@@ -12,11 +12,13 @@ Inference as DeepLab reports its best numbers (`eval_scales`, `eval_flip`): the 
 resized by each scale (bilinear), the model's logits are resized back to the input size,
 softmax probabilities are averaged over scales (and over the left-right flipped input,
 flipped back), and the class is their argmax. With scales (1.0,) and no flip this is
-the plain argmax of the logits.
+the plain argmax of the logits. `align_corners` (None: the model's field, False for a
+model without one) picks the resizing geometry, TF DeepLab's (corners aligned, a side of (size - 1) * scale + 1 as
+its `_scale_dimension`) or half-pixel centres (a side of round(size * scale)).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -24,22 +26,23 @@ import jax.numpy as jnp
 
 from xception_jax import losses, metrics
 from xception_jax.evaluation.mean_iou import confusion_matrix_jax
-
-
-def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
-  return jax.image.resize(x, (x.shape[0], height, width, x.shape[-1]), "bilinear")
+from xception_jax.models.resize import resize_bilinear, scaled_size
 
 
 def predict_probabilities(model: nn.Module, variables: dict, images: jax.Array,
-                          scales: Sequence[float] = (1.0,), flip: bool = False
-                          ) -> jax.Array:
+                          scales: Sequence[float] = (1.0,), flip: bool = False,
+                          align_corners: Optional[bool] = None) -> jax.Array:
   """Class probabilities [B, H, W, C] averaged over scales and (optionally) flips."""
   height, width = images.shape[1], images.shape[2]
+  if align_corners is None:
+    align_corners = getattr(model, "align_corners", False)
+  _resize = lambda x, h, w: resize_bilinear(x, h, w, align_corners)
   total, count = None, 0
   for scale in scales:
     scaled = images
     if scale != 1.0:
-      scaled = _resize(images, round(height * scale), round(width * scale))
+      scaled = _resize(images, scaled_size(height, scale, align_corners),
+                       scaled_size(width, scale, align_corners))
     for flipped in ((False, True) if flip else (False,)):
       inputs = scaled[:, :, ::-1] if flipped else scaled
       logits = model.apply(variables, inputs, train=False)
@@ -55,7 +58,8 @@ def predict_probabilities(model: nn.Module, variables: dict, images: jax.Array,
 
 def eval_step(state, batch: dict, *, model: nn.Module, num_classes: int,
               ignore_label: int = 255, scales: Sequence[float] = (1.0,),
-              flip: bool = False) -> tuple[Any, jax.Array]:
+              flip: bool = False, align_corners: Optional[bool] = None
+              ) -> tuple[Any, jax.Array]:
   """The loss over labelled pixels of the real rows, and the batch's confusion matrix.
 
   With the default single scale the loss is the cross-entropy of the model's logits;
@@ -68,7 +72,7 @@ def eval_step(state, batch: dict, *, model: nn.Module, num_classes: int,
     predictions = jnp.argmax(logits, axis=-1)
   else:
     probabilities = predict_probabilities(model, state.variables, batch["image"], scales,
-                                          flip)
+                                          flip, align_corners)
     valid = labels != ignore_label
     picked = jnp.take_along_axis(probabilities, jnp.where(valid, labels, 0)[..., None],
                                  axis=-1)[..., 0]

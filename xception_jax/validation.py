@@ -94,6 +94,7 @@ def step_window(v) -> bool:
 
 OPTIMIZERS = ("sgd", "rmsprop")
 SCHEDULES = ("exponential", "poly")
+HEAD_INITS = ("deeplab", "glorot_uniform")   # models/deeplab.py's HEAD_INITS
 
 
 def positive_numbers(v) -> bool:
@@ -135,6 +136,8 @@ RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = 
     ("scale_factor_step_size", at_least(0.0, integer=False), "a number >= 0 (0: continuous)"),
     ("eval_scales", positive_numbers, "a non-empty tuple of numbers > 0, e.g. (1.0,)"),
     ("eval_flip", boolean, "True or False"),
+    ("eval_output_stride", optional(lambda v: _int(v) and v in (8, 16)),
+     "None (the model's output_stride), 8 or 16"),
     # Model fields the paper's networks share (the model checks the rest itself).
     ("model.dropout_rate", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
     ("model.width_multiplier", positive, "a number > 0"),
@@ -142,6 +145,12 @@ RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = 
     ("model.bn_momentum", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
     ("model.bn_epsilon", positive, "a number > 0"),
     ("model.segments", optional(at_least(1)), "None (depthwise) or an integer >= 1"),
+    # DeepLab v3+'s fidelity switches (models/deeplab.py).
+    ("model.head_bn_epsilon", positive, "a number > 0 (TF DeepLab: 1e-5)"),
+    ("model.head_init", one_of(*HEAD_INITS), f"one of {HEAD_INITS}"),
+    ("model.align_corners", boolean, "True (TF DeepLab's geometry) or False (half-pixel)"),
+    ("model.decoder_features_before_relu", boolean,
+     "True (TF DeepLab's pre-ReLU BN output) or False"),
     # Optimisation (xception_jax/optim.py).
     ("optimizer", one_of(*OPTIMIZERS), f"one of {OPTIMIZERS}"),
     ("learning_rate", at_least(0.0, integer=False), "a number >= 0"),
@@ -156,6 +165,7 @@ RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = 
     ("rmsprop_epsilon", positive, "a number > 0"),
     ("rmsprop_initial_scale", at_least(0.0, integer=False), "a number >= 0"),
     ("weight_decay", at_least(0.0, integer=False), "a number >= 0"),
+    ("weight_decay_depthwise", boolean, "True or False (DeepLab: False)"),
     ("label_smoothing", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
     ("grad_clip_norm", optional(positive), "None or a number > 0"),
     ("skip_nonfinite_updates", boolean, "True or False"),

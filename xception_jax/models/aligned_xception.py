@@ -169,9 +169,10 @@ class AlignedXceptionModule(nn.Module):
   With start_with_relu, ReLU precedes each separable conv (not in place for the first:
   the shortcut taps the block's input before it) and `intermediate_activation` sits
   between the depthwise BN and the pointwise conv (timm: none). Without it (the last
-  block) ReLU follows both BNs of every separable conv. Returns the block's output and
-  the map entering its third separable conv (timm's `stack.act3`, a feature level in
-  downsampling blocks).
+  block) ReLU follows both BNs of every separable conv. Returns the block's output, the
+  map entering its third separable conv (timm's `stack.act3`, a feature level in
+  downsampling blocks) and the same map before that ReLU (the second separable conv's
+  pointwise BN output: TF DeepLab's `separable_conv2_pointwise` end point).
   """
   features: tuple[int, int, int]
   strides: int
@@ -184,23 +185,24 @@ class AlignedXceptionModule(nn.Module):
   norm: ModuleDef
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     activations = ((self.intermediate_activation, None) if self.start_with_relu
                    else ("relu", "relu"))
-    y = tap = x
+    y = tap = tap_before_relu = x
     for i, features in enumerate(self.features):
+      tap_before_relu = y
       if self.start_with_relu:
         y = nn.relu(y)
       tap = y
       y = self.separable_conv(features, self.strides if i == 2 else 1, self.dilation,
                               *activations, name=f"sepconv{i + 1}")(y)
     if not self.residual:
-      return y, tap
+      return y, tap, tap_before_relu
     shortcut = x
     if self.strides > 1 or x.shape[-1] != y.shape[-1]:
       shortcut = self.pointwise_conv(y.shape[-1], self.strides, name="shortcut")(x)
       shortcut = self.norm(name="shortcut_bn")(shortcut)
-    return y + shortcut, tap
+    return y + shortcut, tap, tap_before_relu
 
 
 class AlignedXception(nn.Module):
@@ -255,7 +257,11 @@ class AlignedXception(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,
-               return_features: bool = False) -> jax.Array | dict[str, jax.Array]:
+               return_features: bool = False, features_before_relu: bool = False
+               ) -> jax.Array | dict[str, jax.Array]:
+    """Logits, or with `return_features` the maps of `feature_info()`; with
+    `features_before_relu` too, level1..level4 are taken before the ReLU that opens the
+    strided separable conv (the previous conv's BN output, TF DeepLab's end point)."""
     self._check(x)
     blocks = tuple(self.blocks)
     plan = schedule(blocks, self.output_stride, self._width)
@@ -279,12 +285,12 @@ class AlignedXception(nn.Module):
     levels = {}
     for name, block, strides, dilation in zip(block_names(blocks), blocks, plan.strides,
                                               plan.dilations):
-      x, tap = AlignedXceptionModule(
+      x, tap, tap_before_relu = AlignedXceptionModule(
           tuple(self._width(c) for c in block.features), strides, dilation, block.residual,
           block.start_with_relu, self.intermediate_activation, separable_conv,
           pointwise_conv, norm, name=name)(x)
       if name in level_of:
-        levels[level_of[name]] = tap
+        levels[level_of[name]] = tap_before_relu if features_before_relu else tap
     if return_features:
       levels[plan.features[-1].name] = x
       return levels

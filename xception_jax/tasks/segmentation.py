@@ -3,8 +3,10 @@
 Training: the mean softmax cross-entropy over the labelled pixels of the global batch
 (label 255 is ignored) and their pixel accuracy (train_pixel_accuracy).
 Evaluation (segmentation_steps.py: multi-scale and flipped inference with
-`config.eval_scales` / `config.eval_flip`): the loss per labelled pixel of the real
-rows, and the confusion matrix of the global batch, the same on every process, which
+`config.eval_scales` / `config.eval_flip`, in the model's resizing geometry; with
+`config.eval_output_stride` the same parameters evaluated at another output stride,
+e.g. trained at 16, evaluated at 8, DeepLab's best row): the loss per labelled pixel of
+the real rows, and the confusion matrix of the global batch, the same on every process, which
 the evaluator adds up in int64. Results: eval_mean_iou, eval_pixel_accuracy,
 eval_iou/class_c, and the chance level eval_mean_iou_majority_class, the mean IoU of
 predicting the most frequent ground-truth class everywhere.
@@ -48,7 +50,19 @@ def objective(config: ml_collections.ConfigDict) -> base.Objective:
   return fn
 
 
+def eval_model(config: ml_collections.ConfigDict, model):
+  """The model evaluation applies: the trained one at `eval_output_stride` if set."""
+  stride = config.get("eval_output_stride")
+  if stride is None or stride == getattr(model, "output_stride", None):
+    return model
+  if not hasattr(model, "at_output_stride"):
+    raise ValueError(f"config.eval_output_stride={stride}: model "
+                     f"{type(model).__name__} has no output stride to change; unset it.")
+  return model.at_output_stride(stride)
+
+
 def eval_step(config: ml_collections.ConfigDict, data, model) -> base.EvalStep:
+  model = eval_model(config, model)
   return functools.partial(segmentation_steps.eval_step, model=model,
                            num_classes=data.num_classes,
                            ignore_label=getattr(data, "ignore_label", IGNORE_LABEL),
