@@ -1,7 +1,7 @@
 """Slow: two jax.distributed processes as a cluster starts them, and preemption across them.
 
 Issue 26. Every run is the demo model on a 40-image embedded dataset, 2 CPU devices per
-process, 5 steps:
+process, 12 steps:
   S  launch/slurm_gpu.sbatch run as SLURM would run it, with tests/fake_slurm/srun
      starting its two tasks here with srun's variables (node list 'localhost'): they
      must form one job (process i of 2 each) and train like one process with 4
@@ -24,7 +24,11 @@ import processes
 from xception_jax import checkpointing, preemption, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 5
+# Long enough that the agreed stop step (one past the furthest step any process had
+# reached when the notice spread, ~1 s after the signal) falls inside the run on a fast
+# machine too: at 5 steps an idle machine ran to the end before the notice arrived.
+STEPS = 12
+COMPARED = 5  # 2 x 2 against 1 x 4 devices: the first steps, before reduction-order drift
 TINY = {"embedded.num_train": 40, "embedded.num_eval": 16, "embedded.image_size": 72,
         "embedded.num_classes": 8, "image_size": 72, "batch_size": 8, "eval_batch_size": 8,
         "model.num_middle_blocks": 1, "log_every_steps": 1, "eval_every_steps": STEPS,
@@ -73,7 +77,7 @@ def slurm_run(data_dir, tmp_path_factory):
   _check_announced(outputs)
   for output in outputs:
     assert "jax.distributed from SLURM job 4242" in output
-    assert "Training from step 0 to 5" in output
+    assert f"Training from step 0 to {STEPS}" in output
   return workdir
 
 
@@ -87,7 +91,7 @@ def test_a_slurm_job_of_two_processes_trains_like_one_process(slurm_run, data_di
   two, one = events.loss_curve(slurm_run), events.loss_curve(single)
   assert len(two) == len(one) == STEPS and one[-1] != one[0]
   # 2 x 2 against 1 x 4 devices: the same global batches, reduction order aside.
-  np.testing.assert_allclose(two, one, rtol=2e-4)
+  np.testing.assert_allclose(two[:COMPARED], one[:COMPARED], rtol=2e-4)
 
 
 @pytest.mark.parametrize("signalled", [(1,), (0, 1)], ids=["one_process", "both"])
