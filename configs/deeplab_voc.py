@@ -39,7 +39,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from configs import base
-from input_pipeline.segmentation_pipeline import segmentation_data_config
+from input_pipeline.segmentation_defaults import segmentation_data_config
 
 # Segmentation data fields the classification base lacks.
 _SEGMENTATION_FIELDS = ("min_scale_factor", "max_scale_factor", "scale_factor_step_size",
