@@ -67,6 +67,7 @@ def deeplab_model_config(backbone: str = "xception65") -> ml_collections.ConfigD
       head_init="deeplab",              # TF's truncated normals | 'glorot_uniform'
       align_corners=True,               # TF's resize geometry | False: half-pixel
       decoder_features_before_relu=True,  # TF's pre-ReLU stride-4 map | False: after
+      remat="none",                     # the backbone's blocks (models/remat.py)
       dtype="float32",
   ))
 
