@@ -26,6 +26,7 @@ def model_config() -> ml_collections.ConfigDict:
       bn_momentum=0.99,
       bn_epsilon=1e-3,
       head_bias_init=0.0,
+      remat="none",                     # 'block' | 'block_save_convs' | 'block_save_products' (models/remat.py)
       dtype="float32",                  # compute dtype; 'bfloat16' on accelerators
   ))
 
@@ -33,7 +34,8 @@ def model_config() -> ml_collections.ConfigDict:
 ALIGNED_ARCHITECTURES = ("xception41", "xception65", "xception71")
 # Fields an aligned Xception shares with Xception: a variant carries their values over.
 _SHARED_MODEL_FIELDS = ("intermediate_activation", "segments", "depthwise_impl",
-                        "dropout_rate", "width_multiplier", "head_bias_init", "dtype")
+                        "dropout_rate", "width_multiplier", "head_bias_init", "remat",
+                        "dtype")
 
 
 def aligned_model_config(architecture: str) -> ml_collections.ConfigDict:
@@ -49,6 +51,7 @@ def aligned_model_config(architecture: str) -> ml_collections.ConfigDict:
       bn_momentum=0.9,                  # timm's PyTorch momentum 0.1
       bn_epsilon=1e-3,
       head_bias_init=0.0,
+      remat="none",                     # rematerialisation of each block (models/remat.py)
       dtype="float32",
   ))
 

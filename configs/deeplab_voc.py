@@ -39,7 +39,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from configs import base
-from input_pipeline.segmentation_pipeline import segmentation_data_config
+from input_pipeline.segmentation_defaults import segmentation_data_config
 
 # Segmentation data fields the classification base lacks.
 _SEGMENTATION_FIELDS = ("min_scale_factor", "max_scale_factor", "scale_factor_step_size",
@@ -67,6 +67,7 @@ def deeplab_model_config(backbone: str = "xception65") -> ml_collections.ConfigD
       head_init="deeplab",              # TF's truncated normals | 'glorot_uniform'
       align_corners=True,               # TF's resize geometry | False: half-pixel
       decoder_features_before_relu=True,  # TF's pre-ReLU stride-4 map | False: after
+      remat="none",                     # the backbone's blocks (models/remat.py)
       dtype="float32",
   ))
 

@@ -52,9 +52,9 @@ INCEPTION_V3_WEIGHT_DECAY = 4e-5
 
 def inception_v3_model(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Inception V3's fields (xception_jax.models.InceptionV3), taking the recipe's
-  shared ones (dropout, FC layers, width, BN, head bias, dtype) from `model`."""
+  shared ones (dropout, FC layers, width, BN, head bias, remat, dtype) from `model`."""
   shared = ("fc_layers", "dropout_rate", "width_multiplier", "bn_momentum", "bn_epsilon",
-            "head_bias_init", "dtype")
+            "head_bias_init", "remat", "dtype")
   return ml_collections.ConfigDict(
       dict(architecture="inception_v3", **{name: model[name] for name in shared}))
 

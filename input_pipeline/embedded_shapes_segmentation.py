@@ -32,15 +32,13 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipeline import embedded_builder, embedded_shapes
+from input_pipeline import embedded_builder, embedded_shapes, segmentation_defaults
 
-NAME = "embedded_shapes_segmentation"
+NAME = segmentation_defaults.EMBEDDED_NAME
 BACKGROUND = "background"
 
 _DESCRIPTION = __doc__.split("\n\n")[1]  # The module docstring's first paragraph.
-DEFAULT_PARAMS = dict(
-    num_train=1000, num_eval=200, image_size=64, num_classes=8,
-    max_objects=3, seed=0, zipf_exponent=0.0)
+DEFAULT_PARAMS = segmentation_defaults.EMBEDDED_PARAMS
 
 
 make_builder_config, _DEFAULT_CONFIG = embedded_shapes.builder_configs(

@@ -40,42 +40,18 @@ from __future__ import annotations
 
 import dataclasses
 
-import ml_collections
-from ml_collections import config_dict
 import numpy as np
 import tensorflow as tf
 
 from input_pipeline import defaults
-from input_pipeline import embedded_shapes_segmentation
+from input_pipeline import embedded_shapes_segmentation  # pylint: disable=unused-import  (registers the builder)
 from input_pipeline import pipeline
 from input_pipeline import segmentation_preprocessing
 from input_pipeline import segmentation_sources
+from input_pipeline.segmentation_defaults import TASK, segmentation_data_config  # pylint: disable=unused-import  (re-exported)
 from input_pipeline import train_stream
 
-TASK = "segmentation"
 IGNORE_LABEL = segmentation_preprocessing.IGNORE_LABEL
-
-
-def segmentation_data_config() -> ml_collections.ConfigDict:
-  """The data fields of a segmentation run: default_data_config() plus these."""
-  c = defaults.default_data_config()
-  c.task = TASK
-  # "embedded_shapes_segmentation" (generated locally), "voc_segmentation"
-  # (manual download, voc_segmentation.py), "oxford_iiit_pet" (tfds).
-  c.dataset = embedded_shapes_segmentation.NAME
-  c.train_split = "train"
-  c.eval_split = "validation"  # VOC: "validation"; oxford_iiit_pet: "test".
-  c.batch_size = 16
-  c.eval_batch_size = 16
-  c.image_size = 64  # Train crop side (DeepLab: 513).
-  c.eval_image_size = config_dict.placeholder(int)  # Padded eval side; None: image_size (VOC: 513).
-  # DeepLab's random scale: a factor in {min, min + step, ..., max} (step 0: continuous).
-  c.min_scale_factor = 0.5
-  c.max_scale_factor = 2.0
-  c.scale_factor_step_size = 0.25
-  c.embedded_segmentation = ml_collections.ConfigDict(
-      dict(embedded_shapes_segmentation.DEFAULT_PARAMS))
-  return c
 
 
 _SEG_DEFAULTS = segmentation_data_config()

@@ -166,6 +166,26 @@ def test_config_file_and_variant():
   assert options.config.image_size == 80 and options.modes == ("train",)
 
 
+def test_remat_policies_are_rows_and_named_in_the_table():
+  options = parse(TINY + ["--remat=none,block_save_convs"])
+  assert options.remats == ("none", "block_save_convs")
+  assert parse(TINY).remats == (None,)  # the config's model.remat
+  rows = [step_timing.Result("shift", "train", 2, [0.5], 1.0, 1e9, 2**20, 2**21, remat=r)
+          for r in options.remats]
+  table = benchmark.format_table(rows, None).splitlines()
+  assert table[0].endswith("| remat |")
+  assert [line.rsplit("|", 2)[1].strip() for line in table[2:]] == ["none", "block_save_convs"]
+
+
+def test_remat_reaches_the_compiled_step():
+  """The row's policy is the model's: a 'block' step computes more (recomputation)."""
+  config = parse(TINY).config
+  runners = {p: step_timing.StepRunner(config, "train", "feature_group", progress=False,
+                                       remat=p) for p in ("none", "block")}
+  assert runners["block"].model.remat == "block" and runners["none"].model.remat == "none"
+  assert runners["block"].flops_per_image > runners["none"].flops_per_image
+
+
 def test_architecture_switch_keeps_shared_fields():
   options = parse(["--architecture=xception65", "--width_multiplier=0.25"])
   model = options.config.model
@@ -185,6 +205,7 @@ def test_architecture_switch_keeps_shared_fields():
     (["--batch_size=3", "--num_devices=2"], "--batch_size"),
     (["--width_multiplier=0"], "--width_multiplier"),
     (["--peak_tflops=-1"], "--peak_tflops"),
+    (["--remat=everything"], "--remat"),
 ])
 def test_bad_options_give_one_line_errors(argv, flag, capsys):
   flag_values = flags.FlagValues()

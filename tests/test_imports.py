@@ -9,7 +9,11 @@ alike. The rules (README, "Layout"):
     checkpoint code (checkpointing, orbax);
   - `xception_jax.native` (the kernel package) imports nothing from `xception_jax.models`;
   - `input_pipeline` imports neither `xception_jax.models` nor training code (it may
-    use `xception_jax.evaluation`'s class-weight helpers).
+    use `xception_jax.evaluation`'s class-weight helpers);
+  - at module level (imports run when a module is imported, not those inside
+    functions), the benchmark and the tasks reach no TensorFlow, tfds or clu: the
+    benchmark runs on accelerator images without them (docs/PERFORMANCE.md), and only
+    what reads data or writes summaries imports them, inside its functions.
 The layer rules follow imports through other modules too, including the package
 `__init__` that importing `a.b.c` runs (that of `a.b`), and a failure names each import
 on the way as file:line. `importlib.import_module("a.b")` with a literal name counts as
@@ -32,6 +36,7 @@ TRAINING = ("xception_jax.train", "xception_jax.steps", "xception_jax.segmentati
             "xception_jax.benchmark")
 DATA = ("input_pipeline",)
 CHECKPOINT = ("xception_jax.checkpointing", "orbax")
+DATA_AND_SUMMARY_LIBRARIES = ("tensorflow", "tensorflow_datasets", "clu")
 
 
 class _Import(collections.namedtuple("_Import", "target where")):
@@ -41,8 +46,11 @@ class _Import(collections.namedtuple("_Import", "target where")):
 class ImportGraph:
   """The modules of `packages` under `root` and the imports each file holds."""
 
-  def __init__(self, root: pathlib.Path, packages: Iterable[str] = PACKAGES):
-    self.root = root
+  def __init__(self, root: pathlib.Path, packages: Iterable[str] = PACKAGES,
+               module_level: bool = False):
+    """module_level: read only the imports that run when the module is imported
+    (leaving out those inside functions)."""
+    self.root, self.module_level = root, module_level
     self.files: dict[str, pathlib.Path] = {}
     for package in packages:
       for path in sorted((root / package).rglob("*.py")):
@@ -64,7 +72,7 @@ class ImportGraph:
     path = self.files[module]
     where = lambda node: f"{path.relative_to(self.root)}:{node.lineno}"
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _nodes(ast.parse(path.read_text(), str(path)), self.module_level):
       if isinstance(node, ast.Import):
         found += [_Import(alias.name, where(node)) for alias in node.names]
       elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -98,6 +106,19 @@ class ImportGraph:
             out.append(_Import(parent, f"package of {imp.where}"))
           parent = parent.rpartition(".")[0]
     return out
+
+
+def _nodes(tree: ast.AST, module_level: bool) -> Iterable[ast.AST]:
+  """Every node of `tree`; with module_level, none inside a function or lambda."""
+  if not module_level:
+    yield from ast.walk(tree)
+    return
+  todo = collections.deque([tree])
+  while todo:
+    node = todo.popleft()
+    yield node
+    todo.extend(child for child in ast.iter_child_nodes(node) if not isinstance(
+        child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
 
 def _inside(name: str, prefixes: Iterable[str]) -> bool:
@@ -203,6 +224,17 @@ def test_input_pipeline_imports_no_model_or_training_code(graph):
                    + "\n".join(bad))
 
 
+@pytest.mark.parametrize("layer", ["xception_jax.benchmark", "xception_jax.tasks"])
+def test_benchmark_and_tasks_import_no_tensorflow_tfds_or_clu_at_module_level(layer):
+  # The tasks are reached through the registry's computed names, so they are a layer of
+  # their own here.
+  graph = ImportGraph(REPO, module_level=True)
+  bad = layer_violations(graph, layer, DATA_AND_SUMMARY_LIBRARIES)
+  assert not bad, (f"{layer} must not import {DATA_AND_SUMMARY_LIBRARIES} when imported "
+                   "(move the import into the function that reads data or writes "
+                   "summaries):\n" + "\n".join(bad))
+
+
 # ------------------------------------------------------- the checks catch what they should
 
 
@@ -265,3 +297,23 @@ def test_a_layer_reaching_forbidden_code_is_named_by_file_and_line(tmp_path):
   (tmp_path / "xception_jax/evaluation/y.py").write_text("import numpy\n")
   assert not layer_violations(ImportGraph(tmp_path), "input_pipeline",
                               ("xception_jax.models",) + TRAINING)
+
+
+def test_module_level_reading_leaves_out_imports_inside_functions(tmp_path):
+  graph = _tree(tmp_path, {
+      "xception_jax/__init__.py": "",
+      "xception_jax/benchmark.py": "from xception_jax import steps\n",
+      "xception_jax/steps.py": ("import jax\ntry:\n  from xception_jax import data\n"
+                                "except ImportError:\n  pass\n"),
+      "xception_jax/data.py": "def read():\n  import tensorflow as tf\n",
+      "xception_jax/summaries.py": "class W:\n  import clu.metric_writers\n",
+  })
+  lazy = ImportGraph(tmp_path, module_level=True)
+  assert not layer_violations(lazy, "xception_jax.benchmark", DATA_AND_SUMMARY_LIBRARIES)
+  assert layer_violations(graph, "xception_jax.benchmark", DATA_AND_SUMMARY_LIBRARIES)
+  (tmp_path / "xception_jax/steps.py").write_text("from xception_jax import summaries\n")
+  bad = layer_violations(ImportGraph(tmp_path, module_level=True), "xception_jax.benchmark",
+                         DATA_AND_SUMMARY_LIBRARIES)
+  assert bad == ["xception_jax.benchmark: xception_jax/benchmark.py:1 imports "
+                 "xception_jax.steps -> xception_jax/steps.py:1 imports xception_jax.summaries"
+                 " -> xception_jax/summaries.py:2 imports clu.metric_writers"], bad

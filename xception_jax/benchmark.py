@@ -6,6 +6,7 @@
       --image_size=299 --dtype=bfloat16                               # on an accelerator
   python -m xception_jax.benchmark --config=configs/demo.py:relu --mode=train
   python -m xception_jax.benchmark --architecture=xception65 --width_multiplier=0.5
+  python -m xception_jax.benchmark --mode=train --remat=none,block,block_save_convs
 
 What is measured is what users run: the model is built by the architecture registry
 (models/factory.py) from `config.model`, the training step is `steps.train_step` with the
@@ -19,7 +20,8 @@ configs/imagenet.py (the paper's recipe: SGD, momentum, weight decay, dropout 0.
 the plain flags below override the config.
 
 Per depthwise implementation (`--depthwise_impl`, names from the registry
-`models.depthwise.DEPTHWISE_IMPLEMENTATIONS` at run time, plus 'auto') and mode, the
+`models.depthwise.DEPTHWISE_IMPLEMENTATIONS` at run time, plus 'auto'), remat policy
+(`--remat`, models/remat.py's REMAT_POLICIES; the row's last column) and mode, the
 table gives:
 - images/s: batch / the median time of `--steps` timed steps, each run to completion,
   after `--warmup` untimed steps;
@@ -39,7 +41,11 @@ table gives:
 - memory: XLA's memory analysis of the compiled step (arguments + outputs + temporaries
   - aliased), and the measured peak: the device's `peak_bytes_in_use` on GPU/TPU
   (cumulative over the run), or the process's peak RSS on CPU (everything the process
-  holds, TensorFlow and both steps included).
+  holds, both steps included; the benchmark imports no TensorFlow).
+
+It needs only jax, flax, optax, numpy, ml_collections and absl beside the project: no
+TensorFlow, tfds or clu, which accelerator images often lack (docs/PERFORMANCE.md, "On
+a bare accelerator image"; tests/test_benchmark_bare.py).
 
 Benchmarks print numbers; no test asserts a speed (docs/PERFORMANCE.md records runs).
 """
@@ -56,7 +62,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from xception_jax import hardware, logs, step_timing
-from xception_jax.models import depthwise, factory
+from xception_jax.models import depthwise, factory, remat
 from xception_jax.step_timing import Result
 
 MODES = ("train", "eval", "both")
@@ -87,6 +93,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_string("dtype", None, f"Compute dtype {DTYPES}; default the config's.", **fv)
   flags.DEFINE_list("depthwise_impl", None, "Depthwise implementations, one row each "
                     "(models/depthwise.py's registry, or 'auto'); default the config's.", **fv)
+  flags.DEFINE_list("remat", None, "Remat policies (models/remat.py), one row each; "
+                    "default the config's model.remat.", **fv)
   flags.DEFINE_string("mode", "both", f"One of {MODES}.", **fv)
   flags.DEFINE_integer("steps", 10, "Timed steps (the median is reported).", **fv)
   flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.", **fv)
@@ -104,6 +112,7 @@ class Options:
   steps: int
   warmup: int
   peak_tflops: float | None = None
+  remats: tuple[str | None, ...] = (None,)  # None: the config's (or no such field)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -199,13 +208,28 @@ def options_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Options:
   else:
     impls = (None,)
 
+  remats = _remats(fv.remat, architecture, valid_fields)
   num_devices = step_timing.mesh_devices(config)
   if config.batch_size % num_devices:
     raise BenchmarkError(f"--batch_size={config.batch_size} must be divisible by the "
                          f"{num_devices} devices of the mesh (or set --config.num_devices).")
   modes = ("train", "eval") if fv.mode == "both" else (fv.mode,)
   return Options(config=config, depthwise_impls=impls, modes=modes, steps=fv.steps,
-                 warmup=fv.warmup, peak_tflops=fv.peak_tflops)
+                 warmup=fv.warmup, peak_tflops=fv.peak_tflops, remats=remats)
+
+
+def _remats(names: Sequence[str] | None, architecture: str,
+            valid_fields: Sequence[str]) -> tuple[str | None, ...]:
+  """The --remat policies, checked (None: the config's own, one row)."""
+  if not names:
+    return (None,)
+  if "remat" not in valid_fields:
+    raise BenchmarkError(f"--remat: architecture {architecture!r} has no field 'remat'.")
+  for name in names:
+    if name not in remat.REMAT_POLICIES:
+      raise BenchmarkError(f"--remat: unknown policy {name!r}; valid: "
+                           f"{list(remat.REMAT_POLICIES)}.")
+  return tuple(names)
 
 
 # -- the table ---------------------------------------------------------------------------
@@ -215,8 +239,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def format_table(results: Sequence[Result], peak_flops: float | None) -> str:
   header = ("| depthwise_impl | mode | images/s | step ms (median) | compile s | "
-            "GFLOP/image | TFLOP/s | MFU | XLA memory MiB | peak memory MiB |")
-  lines = [header, "|" + "---|" * 10]
+            "GFLOP/image | TFLOP/s | MFU | XLA memory MiB | peak memory MiB | remat |")
+  lines = [header, "|" + "---|" * 11]
   for r in results:
     achieved = None if r.flops_per_image is None else r.flops_per_image * r.images_per_second
     mfu = None if achieved is None or not peak_flops else achieved / peak_flops
@@ -227,7 +251,8 @@ def format_table(results: Sequence[Result], peak_flops: float | None) -> str:
         f"{_fmt(None if r.flops_per_image is None else r.flops_per_image / 1e9, '.4g')} | "
         f"{_fmt(None if achieved is None else achieved / 1e12, '.4g')} | "
         f"{_fmt(None if mfu is None else 100 * mfu, '.2f')}% | "
-        f"{_fmt(mib(r.xla_memory_bytes), '.0f')} | {_fmt(mib(r.peak_memory_bytes), '.0f')} |")
+        f"{_fmt(mib(r.xla_memory_bytes), '.0f')} | {_fmt(mib(r.peak_memory_bytes), '.0f')} | "
+        f"{r.remat or '-'} |")
   return "\n".join(lines)
 
 
@@ -259,9 +284,10 @@ def run(options: Options, out=sys.stdout, progress: bool = True) -> list[Result]
         file=out, flush=True)
   results = []
   for impl in options.depthwise_impls:
-    for mode in options.modes:
-      results.append(step_timing.measure(config, mode, impl, options.steps, options.warmup,
-                                         progress))
+    for policy in options.remats:
+      for mode in options.modes:
+        results.append(step_timing.measure(config, mode, impl, options.steps,
+                                           options.warmup, progress, remat=policy))
   print(format_table(results, peak), file=out)
   print(f"peak FLOP/s for MFU: {peak_how}", file=out)
   if jax.default_backend() == "gpu":

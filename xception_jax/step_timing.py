@@ -48,6 +48,7 @@ class Result:
   flops_per_image: float | None
   xla_memory_bytes: int | None
   peak_memory_bytes: int | None
+  remat: str | None = None   # the model's remat policy (models/remat.py); None: no field
 
   @property
   def images_per_second(self) -> float:
@@ -125,8 +126,11 @@ class StepRunner:
   shardings."""
 
   def __init__(self, config: ml_collections.ConfigDict, mode: str,
-               depthwise_impl: str | None = None, progress: bool = True):
+               depthwise_impl: str | None = None, progress: bool = True,
+               remat: str | None = None):
     overrides = {} if depthwise_impl is None else {"depthwise_impl": depthwise_impl}
+    if remat is not None:
+      overrides["remat"] = remat
     self.mode, self.depthwise_impl = mode, depthwise_impl
     self.batch_size = config.batch_size
     task = tasks.get(config.get("task", "single_label"))
@@ -163,7 +167,8 @@ class StepRunner:
                      out_shardings=(replicated, data_sharding if task.EVAL_OUTPUT_SHARDED
                                     else replicated))
       args = (self.state, self.batch)
-    what = f"{mode} step (depthwise_impl={depthwise_impl})"
+    self.remat = getattr(self.model, "remat", None)
+    what = f"{mode} step (depthwise_impl={depthwise_impl}, remat={self.remat})"
     with _Progress(what, quiet=not progress) as timer:
       self.compiled = step.lower(*args).compile()
     self.compile_seconds = timer.seconds
@@ -194,8 +199,10 @@ def time_calls(run: Callable[[], None], n: int) -> list[float]:
 
 
 def measure(config: ml_collections.ConfigDict, mode: str, depthwise_impl: str | None,
-            num_steps: int, warmup: int, progress: bool = True) -> Result:
-  runner = StepRunner(config, mode, depthwise_impl, progress=progress)
+            num_steps: int, warmup: int, progress: bool = True,
+            remat: str | None = None) -> Result:
+  """One row: `remat` overrides the config's model.remat (None: the config's)."""
+  runner = StepRunner(config, mode, depthwise_impl, progress=progress, remat=remat)
   for _ in range(warmup):
     runner.run()
   seconds = runner.time_steps(num_steps)
@@ -203,4 +210,4 @@ def measure(config: ml_collections.ConfigDict, mode: str, depthwise_impl: str | 
                 step_seconds=seconds, compile_seconds=runner.compile_seconds,
                 flops_per_image=runner.flops_per_image,
                 xla_memory_bytes=runner.xla_memory_bytes,
-                peak_memory_bytes=hardware.peak_memory()[0])
+                peak_memory_bytes=hardware.peak_memory()[0], remat=runner.remat)

@@ -1,7 +1,7 @@
 """The trainer: `train_and_evaluate(config, workdir)`, the project's main job.
 
 Data flows one way: input pipeline (per-process NumPy batches) -> global arrays sharded
-over the mesh's data axis -> jitted train/eval steps (steps.py) -> clu metrics ->
+over the mesh's data axis -> jitted train/eval steps (steps.py) -> metrics (metrics.py) ->
 metric writers (TensorBoard event files in the workdir, and the console).
 
 Checkpoints (checkpointing.py) are written every `checkpoint_every_steps` and at the
@@ -219,6 +219,7 @@ def _create_datasets(config: ml_collections.ConfigDict, task: tasks.Task, start_
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or, with eval_only, evaluates) as the config says; returns the last
   evaluation's metrics."""
+  input_pipeline.load()  # TensorFlow kept off the accelerators before anything uses it
   validation.validate(config, workdir)
   mesh = partitioning.create_mesh(config.get("num_devices", -1), config.get("num_slices", -1))
   partitioning.check_batch_size(config.batch_size, mesh, "batch_size")

@@ -95,6 +95,7 @@ def step_window(v) -> bool:
 OPTIMIZERS = ("sgd", "rmsprop")
 SCHEDULES = ("exponential", "poly")
 HEAD_INITS = ("deeplab", "glorot_uniform")   # models/deeplab.py's HEAD_INITS
+REMAT_POLICIES = ("none", "block", "block_save_convs", "block_save_products")  # models/remat.py's
 
 
 def positive_numbers(v) -> bool:
@@ -145,6 +146,8 @@ RULES: list[tuple[str, Callable[[Any], bool], Union[str, Callable[[], str]]]] = 
     ("model.bn_momentum", between(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
     ("model.bn_epsilon", positive, "a number > 0"),
     ("model.segments", optional(at_least(1)), "None (depthwise) or an integer >= 1"),
+    ("model.remat", one_of(*REMAT_POLICIES),
+     f"one of {REMAT_POLICIES} (xception_jax/models/remat.py)"),
     # DeepLab v3+'s fidelity switches (models/deeplab.py).
     ("model.head_bn_epsilon", positive, "a number > 0 (TF DeepLab: 1e-5)"),
     ("model.head_init", one_of(*HEAD_INITS), f"one of {HEAD_INITS}"),

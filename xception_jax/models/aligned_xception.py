@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xception_jax.models import batch_norm, layers
+from xception_jax.models import batch_norm, layers, remat
 from xception_jax.models.xception import scaled_width
 
 ModuleDef = Callable[..., nn.Module]
@@ -223,6 +223,8 @@ class AlignedXception(nn.Module):
     width_multiplier: scales every width (tests and CPU demos).
     bn_momentum, bn_epsilon: BatchNorm (timm: PyTorch momentum 0.1 = Flax 0.9; 1e-3).
     head_bias_init: initial bias of the logits.
+    remat: rematerialisation of each block in the backward pass: 'none', 'block',
+      'block_save_convs' or 'block_save_products' (remat.py).
     dtype: compute dtype; params stay param_dtype; logits are float32.
   """
   blocks: tuple[BlockConfig, ...]
@@ -238,6 +240,7 @@ class AlignedXception(nn.Module):
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-3
   head_bias_init: float = 0.0
+  remat: str = "none"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -254,6 +257,7 @@ class AlignedXception(nn.Module):
         width_multiplier=self.width_multiplier)
     check_output_stride(self.output_stride)
     layers.activation_fn(self.intermediate_activation)
+    remat.check_remat(self.remat)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,
@@ -283,9 +287,10 @@ class AlignedXception(nn.Module):
       x = conv(self._width(features), strides=(strides, strides), name=f"conv{i + 1}")(x)
       x = nn.relu(norm(name=f"conv{i + 1}_bn")(x))
     levels = {}
+    module = remat.remat_block(AlignedXceptionModule, self.remat)
     for name, block, strides, dilation in zip(block_names(blocks), blocks, plan.strides,
                                               plan.dilations):
-      x, tap, tap_before_relu = AlignedXceptionModule(
+      x, tap, tap_before_relu = module(
           tuple(self._width(c) for c in block.features), strides, dilation, block.residual,
           block.start_with_relu, self.intermediate_activation, separable_conv,
           pointwise_conv, norm, name=name)(x)

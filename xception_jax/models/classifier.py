@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xception_jax.models import layers
+from xception_jax.models import layers, remat
 
 Dtype = Any
 
@@ -31,6 +31,8 @@ class Classifier(nn.Module):
     width_multiplier: scales every width (tests and the CPU demo use tiny models).
     bn_momentum, bn_epsilon: BatchNorm's (Keras: 0.99, 1e-3).
     head_bias_init: initial bias of the logits (e.g. -log(num_classes) for sigmoid).
+    remat: rematerialisation of each block in the backward pass: 'none', 'block',
+      'block_save_convs' or 'block_save_products' (remat.py).
     dtype: compute dtype (float32, or bfloat16 on accelerators); param_dtype: the
       parameters' dtype.
   """
@@ -42,6 +44,7 @@ class Classifier(nn.Module):
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
   head_bias_init: float = 0.0
+  remat: str = "none"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -49,6 +52,7 @@ class Classifier(nn.Module):
     layers.check_classifier_input(name, x, dropout_rate=self.dropout_rate,
                                   width_multiplier=self.width_multiplier,
                                   min_size=min_size)
+    remat.check_remat(self.remat)
 
   def _classifier_top(self, x: jax.Array, train: bool) -> jax.Array:
     """Pooling, FC layers, dropout and logits (`fc1`..., `head` at the top level)."""

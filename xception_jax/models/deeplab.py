@@ -44,9 +44,9 @@ under 'head', which init_from initialises afresh (as for a classifier's new head
 Widths: `width_multiplier` scales the backbone (as in AlignedXception) and the head's
 256 and 48 channels alike (`scaled_width`: multiples of 8, at least 8), so tiny test
 models stay balanced. Switches carried to the backbone: intermediate_activation,
-segments, depthwise_impl (also the head's depthwise convs), bn_momentum, bn_epsilon
-(all BNs), dtype. `num_middle_blocks` (None: the backbone's 8 or 16) shortens the
-middle flow for CPU demos.
+segments, depthwise_impl (also the head's depthwise convs), remat, bn_momentum,
+bn_epsilon (all BNs), dtype. `num_middle_blocks` (None: the backbone's 8 or 16)
+shortens the middle flow for CPU demos.
 
 Padding is as TF's: symmetric, dilation * (k // 2) on each side, as in TF's DeepLab
 (core/xception.py's `fixed_padding` before every strided 'VALID' convolution; 'SAME'
@@ -225,6 +225,7 @@ class DeepLabV3Plus(nn.Module):
     dropout_rate: after the ASPP projection, training only (DeepLab: keep 0.9).
     intermediate_activation, segments: the backbone's switches (AlignedXception).
     depthwise_impl: 'feature_group', 'shift' or 'auto', for every depthwise conv.
+    remat: rematerialisation of each backbone block (AlignedXception; remat.py).
     width_multiplier: scales the backbone and the head's widths (tiny tests).
     bn_momentum: every BatchNorm (DeepLab: decay 0.9997).
     bn_epsilon: the backbone's BatchNorms (1e-3, as its ImageNet checkpoint).
@@ -247,6 +248,7 @@ class DeepLabV3Plus(nn.Module):
   intermediate_activation: Optional[str] = None
   segments: Optional[int] = None
   depthwise_impl: str = "feature_group"
+  remat: str = "none"
   width_multiplier: float = 1.0
   bn_momentum: float = 0.9997
   bn_epsilon: float = 1e-3
@@ -298,9 +300,10 @@ class DeepLabV3Plus(nn.Module):
         backbone_blocks(self.backbone, self.num_middle_blocks), include_top=False,
         output_stride=self.output_stride,
         intermediate_activation=self.intermediate_activation, segments=self.segments,
-        depthwise_impl=self.depthwise_impl, width_multiplier=self.width_multiplier,
-        bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, dtype=self.dtype,
-        param_dtype=self.param_dtype, name=name)
+        depthwise_impl=self.depthwise_impl, remat=self.remat,
+        width_multiplier=self.width_multiplier, bn_momentum=self.bn_momentum,
+        bn_epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype,
+        name=name)
 
   def _check(self, x: jax.Array) -> None:
     if x.ndim != 4:

@@ -43,7 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xception_jax.models import classifier, layers
+from xception_jax.models import classifier, layers, remat
 from xception_jax.models.xception import scaled_width
 
 Dtype = Any
@@ -185,7 +185,8 @@ class InceptionV3(classifier.Classifier):
 
   Its fields are `Classifier`'s (num_classes, include_top, fc_layers, dropout_rate,
   width_multiplier: multiples of 8, bn_momentum and bn_epsilon: Keras' 0.99 and 1e-3,
-  head_bias_init, dtype, param_dtype).
+  head_bias_init, remat: rematerialisation of each mixedN module (remat.py), dtype,
+  param_dtype).
   """
 
   def _check_input(self, x: jax.Array) -> None:
@@ -201,6 +202,7 @@ class InceptionV3(classifier.Classifier):
     conv_bn = functools.partial(ConvBN, norm=norm, **dtypes)
     x = jnp.asarray(x, self.dtype)
     x = Stem(tuple(width(w) for w in STEM_WIDTHS), conv_bn, name="stem")(x)
+    module = remat.remat_block(InceptionModule, self.remat)
     for name, kind, widths in MODULES:
-      x = InceptionModule(kind, tuple(width(w) for w in widths), conv_bn, name=name)(x)
+      x = module(kind, tuple(width(w) for w in widths), conv_bn, name=name)(x)
     return self._classifier_top(x, train)

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xception_jax.models import batch_norm, classifier, layers, pooling
+from xception_jax.models import batch_norm, classifier, layers, pooling, remat
 
 ModuleDef = Callable[..., nn.Module]
 Dtype = Any
@@ -144,8 +144,8 @@ class Xception(classifier.Classifier):
   """The Xception network with the switches of the paper's experiments.
 
   Attributes (besides `Classifier`'s: num_classes, include_top, fc_layers,
-  dropout_rate, width_multiplier, bn_momentum, bn_epsilon, head_bias_init, dtype,
-  param_dtype):
+  dropout_rate, width_multiplier, bn_momentum, bn_epsilon, head_bias_init, remat
+  (rematerialisation of each module: remat.py), dtype, param_dtype):
     residual: residual connections on (paper default) or off (Figure 9's ablation).
     intermediate_activation: None (default), 'relu' or 'elu' between the depthwise
       and pointwise operations (Figure 10).
@@ -193,7 +193,8 @@ class Xception(classifier.Classifier):
         intermediate_activation=self.intermediate_activation,
         depthwise_impl=self.depthwise_impl, **dtypes)
     pointwise_conv = functools.partial(layers.PointwiseConv, **dtypes)
-    module = functools.partial(XceptionModule, residual=self.residual,
+    module = functools.partial(remat.remat_block(XceptionModule, self.remat),
+                               residual=self.residual,
                                max_pool_impl=pooling.resolve_max_pool_impl(self.max_pool_impl),
                                separable_conv=separable_conv,
                                pointwise_conv=pointwise_conv, norm=norm)

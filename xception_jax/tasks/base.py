@@ -15,7 +15,7 @@ trainer, the steps, the benchmark and validation hold no branch on `config.task`
                         loss over the global batch and the task's training figures
                         (each a scalar; logged as train_<name>).
   eval_step(config, data, model)
-                        -> fn(state, batch) -> (clu Collection, output): metrics over
+                        -> fn(state, batch) -> (metrics.Collection, output): metrics over
                         the real rows of an eval batch (`batch['mask']`), and what the
                         evaluator consumes.
   evaluator(config, data)
@@ -77,7 +77,7 @@ REQUIRED = ("NAME", "EVAL_OUTPUT_SHARDED", "create_datasets", "objective", "eval
 
 
 class NoEvaluator:
-  """For a task whose eval metrics are all in its eval step's clu collection."""
+  """For a task whose eval metrics are all in its eval step's metric collection."""
 
   def update(self, batch: dict[str, np.ndarray], output: Any) -> None:
     del batch, output

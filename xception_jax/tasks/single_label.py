@@ -3,7 +3,7 @@
 Training: the mean softmax cross-entropy over the global batch (optionally
 label-smoothed, `config.label_smoothing`) and its top-1 accuracy (train_top_1).
 Evaluation: loss, top_1 and top_5 accuracy over the real rows (eval_loss, eval_top_1,
-eval_top_5); the clu averages are already global, so there is no host evaluator.
+eval_top_5); the averages (metrics.py) are already global, so there is no host evaluator.
 """
 from __future__ import annotations
 
