@@ -5,8 +5,10 @@ init_from: a classification aligned Xception's checkpoint (random values, export
 `python -m xception_jax.convert` does) becomes the backbone bit for bit, and the ASPP
 and decoder hold the values of a fresh initialisation.
 
-Demo: the mean IoU must clearly beat the chance level the trainer reports
-(`eval_mean_iou_majority_class`: background everywhere, ~0.1).
+Demo: the run learns the embedded data as issue 28 asked: mean IoU >= 0.7 on the
+validation split and every class's IoU > 0.4 (the chance level the trainer reports,
+`eval_mean_iou_majority_class`, is ~0.1). The former recipe (SGD, 800 steps) reached
+0.34 and fails this test; configs/deeplab_demo.py says why.
 """
 import types
 
@@ -78,4 +80,7 @@ def test_full_demo_learns_the_embedded_data(tmp_path):
   results = train.train_and_evaluate(config, str(tmp_path / "run"))
   chance = results["eval_mean_iou_majority_class"]
   assert 0.05 < chance < 0.15, results  # Background-only prediction (~0.096).
-  assert results["eval_mean_iou"] > max(0.25, 2.5 * chance), results
+  assert results["eval_mean_iou"] >= 0.7, results
+  per_class = {k: v for k, v in results.items() if k.startswith("eval_iou/class_")}
+  assert len(per_class) == 9, results              # background + 8 colour x shape classes
+  assert min(per_class.values()) > 0.4, per_class
