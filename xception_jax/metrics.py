@@ -56,22 +56,12 @@ class Average:
 
 
 @flax.struct.dataclass
-class LastValue:
-  """The last step's (masked) mean: merging keeps the other, later, value."""
-  total: jnp.ndarray
-  count: jnp.ndarray
-
-  @classmethod
-  def from_model_output(cls, values: Any, mask: Any = None) -> "LastValue":
-    values, mask = _values_and_mask(values, mask)
-    return cls(total=jnp.where(mask, values, jnp.zeros_like(values)).sum(),
-               count=mask.astype(jnp.int32).sum())
+class LastValue(Average):
+  """The last step's (masked) mean: made as an Average, but merging keeps the other,
+  later, value."""
 
   def merge(self, other: "LastValue") -> "LastValue":
     return other
-
-  def compute(self) -> jnp.ndarray:
-    return self.total / self.count
 
 
 @flax.struct.dataclass
