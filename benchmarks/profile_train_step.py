@@ -129,7 +129,7 @@ def build(mode: str):
   else:
     fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
     args = (state.variables, batch["image"])
-    run = lambda a: (a[0], a[1], fn(*a))
+    run = lambda a: (a[0], a[1], fn(a[0], a[1]))
     out = lambda a: a[2]
   hlo = fn.lower(*args).compile().as_text()
   return args, run, out, hlo

@@ -63,6 +63,43 @@ def test_pointwise_is_a_strided_1x1_same_convolution(strides):
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("strides", [1, 2])
+def test_pointwise_gradients_equal_a_1x1_convolution(strides):
+  """The CPU form (a 2-D product on the flattened pixels) has the gradients of the plain
+  4-D product and of a 1x1 convolution: input and kernel, random cotangent."""
+  x = _x(9)
+  pointwise = layers.PointwiseConv(5, strides=strides)
+  params = pointwise.init(jax.random.key(10), x)
+  kernel = params["params"]["kernel"]
+  cot = jax.random.normal(jax.random.key(11), pointwise.apply(params, x).shape)
+
+  def ours(x, kernel):
+    return jnp.sum(pointwise.apply({"params": {"kernel": kernel}}, x) * cot)
+
+  def conv(x, kernel):
+    return jnp.sum(jax.lax.conv_general_dilated(
+        x, kernel, (strides, strides), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC")) * cot)
+
+  def plain(x, kernel):
+    return jnp.sum((x[:, ::strides, ::strides, :] @ kernel[0, 0]) * cot)
+
+  got = jax.grad(ours, argnums=(0, 1))(x, kernel)
+  for reference in (conv, plain):
+    want = jax.grad(reference, argnums=(0, 1))(x, kernel)
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_product_equals_the_plain_product():
+  """Same values as the plain product for 2-D, 3-D and 4-D inputs."""
+  matrix = jax.random.normal(jax.random.key(12), (C, 3))
+  for shape in ((4, C), (2, 5, C), (2, 3, 4, C)):
+    x = jax.random.normal(jax.random.key(13), shape)
+    np.testing.assert_allclose(np.asarray(layers.pointwise_product(x, matrix)),
+                               np.asarray(x @ matrix), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("order", layers.ORDERS)
 @pytest.mark.parametrize("activation", [None, "relu", "elu"])
 def test_separable_conv_composes_in_the_given_order(order, activation):

@@ -83,7 +83,10 @@ def _batch_norm_train_bwd(epsilon, dtype, residuals, cotangents):
   axes = _reduce_axes(x)
   count = x.size // x.shape[-1]
   g32 = g.astype(jnp.float32)
-  centred = x.astype(jnp.float32) - mean
+  # The barrier keeps XLA from sharing (x - mean) with the forward pass, which would
+  # write it out there as one more activation-sized tensor; here it fuses into the
+  # reduction and the dx pass (docs/PERFORMANCE.md, "Issue 27"). Values unchanged.
+  centred = jax.lax.optimization_barrier(x).astype(jnp.float32) - mean
   sum_g = jnp.sum(g32, axes)
   sum_g_centred = jnp.sum(g32 * centred, axes)       # same pass as sum_g
   dbias = sum_g

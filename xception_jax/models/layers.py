@@ -68,7 +68,24 @@ class PointwiseConv(nn.Module):
       # A strided 1x1 'SAME' convolution reads positions 0, s, 2s, ...
       x = x[:, ::self.strides, ::self.strides, :]
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    return x @ kernel[0, 0]
+    return pointwise_product(x, kernel[0, 0])
+
+
+def pointwise_product(x: jax.Array, matrix: jax.Array) -> jax.Array:
+  """x [..., C] @ matrix [C, F] over the last axis.
+
+  On the CPU backend the product is written on x flattened to 2-D ([pixels, C]) and
+  reshaped back: the same function, but the kernel gradient autodiff derives is then
+  a 2-D dot with one contracting axis, which XLA:CPU runs on its operands as they
+  lie; over the 4-D activations it contracts three axes, XLA canonicalises the dot
+  by transposing the (pixels, F) cotangent into an (F, pixels) copy fused into the
+  producer (BatchNorm's backward pass), a strided write that took ~19% of the
+  training step's thunk time at 150x150 (docs/PERFORMANCE.md, "Issue 27"). Other backends keep
+  the plain product.
+  """
+  if x.ndim <= 2 or jax.default_backend() != "cpu":
+    return x @ matrix
+  return (x.reshape(-1, x.shape[-1]) @ matrix).reshape(*x.shape[:-1], matrix.shape[-1])
 
 
 class SpatialConv(nn.Module):
