@@ -45,12 +45,13 @@ def _python(code: str, *args: str, timeout: float = 300) -> subprocess.Completed
                         capture_output=True, text=True, timeout=timeout)
 
 
-# 30-50 s of CPU each (a process, two compilations): the demo's in the default run,
-# the other two tasks with `-m slow` (their steps' imports are checked below, cheaply).
+# 30-50 s of CPU each (a process, two compilations): all three with `-m slow`; the
+# default run checks the steps' imports below (one process for every task).
 @pytest.mark.parametrize("task, argv", [
     pytest.param("single_label", ["--config=configs/imagenet.py", "--num_middle_blocks=1",
                                   "--num_classes=10"], marks=pytest.mark.slow),
-    ("multi_label", ["--config=configs/demo.py", "--num_middle_blocks=1"]),
+    pytest.param("multi_label", ["--config=configs/demo.py", "--num_middle_blocks=1"],
+                 marks=pytest.mark.slow),
     pytest.param("segmentation", ["--config=configs/deeplab_demo.py", "--num_middle_blocks=1",
                                   "--num_classes=3", "--image_size=33"],
                  marks=pytest.mark.slow),
