@@ -4,7 +4,7 @@
   python benchmarks/bench_train_step.py --impls=feature_group,shift --image_size=299
 
 A thin wrapper over the benchmark command, `python -m xception_jax.benchmark
---mode=train --depthwise_impl=feature_group,shift` (docs/PERFORMANCE.md): the old
+--mode=train --depthwise_impl=feature_group,shift` (docs/performance/cpu.md): the old
 flags --impls and --steps/--repeats map onto --depthwise_impl and --steps (timed steps
 = steps x repeats); every other flag of the command is accepted as it is.
 """

@@ -21,7 +21,7 @@ steps of every runner in turn (ours per implementation, then timm), so that load
 other jobs falls on all alike. Printed per target: images/s (batch / median step time
 over all rounds; and the range of the rounds' medians), the ratio ours / timm and its
 range over the rounds. Each round's line (stderr) gives the load average: other jobs
-on the machine slow PyTorch's threads far more than XLA's (docs/PERFORMANCE.md), so
+on the machine slow PyTorch's threads far more than XLA's (docs/performance/cpu.md), so
 only rounds on a quiet machine give the ratio a user would see.
 
 Needs torch and timm, which the project does not depend on; without them it prints

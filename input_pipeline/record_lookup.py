@@ -27,7 +27,7 @@ def share_bounds(num_examples: int, process_index: int,
 
 # Record ids read per lookup call. A reader backed by Python takes the GIL and
 # crosses into Python once per call; per record, that cost the parallel decoders
-# 10% of their throughput (docs/PERFORMANCE.md, "Train stream").
+# 10% of their throughput (docs/performance/input_pipeline.md, "Train stream").
 LOOKUP_CHUNK = 32
 
 

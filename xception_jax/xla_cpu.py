@@ -1,4 +1,4 @@
-"""XLA:CPU options the package sets when it is imported (issue 27, docs/PERFORMANCE.md).
+"""XLA:CPU options the package sets when it is imported (issue 27, docs/performance/cpu.md).
 
     --xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 

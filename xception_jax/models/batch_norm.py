@@ -17,7 +17,7 @@
   (dx = A g + B x + C with per-channel A, B, C), instead of autodiff's chain
   through the normalisation, the variance and the mean.
 - 'auto': 'fused' on the CPU backend (where it is measured faster,
-  docs/PERFORMANCE.md), 'flax' elsewhere.
+  docs/performance/cpu.md), 'flax' elsewhere.
 
 Statistics are over every axis but the last (NHWC or NC), in float32 whatever the
 compute dtype, as Flax's. Tested against flax.linen.BatchNorm (values, gradients,
@@ -85,7 +85,7 @@ def _batch_norm_train_bwd(epsilon, dtype, residuals, cotangents):
   g32 = g.astype(jnp.float32)
   # The barrier keeps XLA from sharing (x - mean) with the forward pass, which would
   # write it out there as one more activation-sized tensor; here it fuses into the
-  # reduction and the dx pass (docs/PERFORMANCE.md, "Issue 27"). Values unchanged.
+  # reduction and the dx pass (docs/performance/cpu.md, "Issue 27"). Values unchanged.
   centred = jax.lax.optimization_barrier(x).astype(jnp.float32) - mean
   sum_g = jnp.sum(g32, axes)
   sum_g_centred = jnp.sum(g32 * centred, axes)       # same pass as sum_g

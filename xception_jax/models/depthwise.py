@@ -12,7 +12,7 @@ Flax's HWIO layout.
   whose input gradient is the same operation with the kernel flipped in both
   spatial axes. On XLA:CPU `feature_group_count` is 30-80x slower than other
   frameworks' depthwise kernels; this form is several times faster there
-  (measured in shared/DESIGN.md and docs/PERFORMANCE.md).
+  (measured in shared/DESIGN.md and docs/performance/cpu.md).
 - 'native' (`depthwise_conv_native` here, calling `xception_jax.native`'s kernel when
   its C++ library is built): the same custom VJP with the forward, input gradient and
   kernel gradient done by a C++ kernel registered with XLA through `jax.ffi`; float32

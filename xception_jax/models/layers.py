@@ -80,7 +80,7 @@ def pointwise_product(x: jax.Array, matrix: jax.Array) -> jax.Array:
   lie; over the 4-D activations it contracts three axes, XLA canonicalises the dot
   by transposing the (pixels, F) cotangent into an (F, pixels) copy fused into the
   producer (BatchNorm's backward pass), a strided write that took ~19% of the
-  training step's thunk time at 150x150 (docs/PERFORMANCE.md, "Issue 27"). Other backends keep
+  training step's thunk time at 150x150 (docs/performance/cpu.md, "Issue 27"). Other backends keep
   the plain product.
   """
   if x.ndim <= 2 or jax.default_backend() != "cpu":

@@ -9,7 +9,7 @@
   Ties follow XLA's select-and-scatter for max (`select = ge`, scanning the window in
   row-major order): the FIRST position in row-major order that equals the maximum
   takes the whole cotangent.
-- 'auto': 'shift' on the CPU backend (measured faster, docs/PERFORMANCE.md), 'xla'
+- 'auto': 'shift' on the CPU backend (measured faster, docs/performance/cpu.md), 'xla'
   elsewhere.
 
 NHWC inputs; padding 'SAME' (TensorFlow's: the extra pixel at the bottom/right) or

@@ -6,7 +6,7 @@ module, an Inception module) is wrapped in `flax.linen.remat` (`jax.checkpoint`)
 what the policy names is kept from inside the block, the rest is computed again, block
 by block, during the backward pass. The numbers are those of 'none' (the same
 operations run; tests/test_remat.py), the memory and the time differ
-(docs/PERFORMANCE.md has a CPU run of each).
+(docs/performance/cpu.md has a CPU run of each).
 
   'none'                 no rematerialisation (the default).
   'block'                keep only each block's input (`nothing_saveable`): the whole
