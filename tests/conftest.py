@@ -7,6 +7,25 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+# Compilation, not execution, is most of the default suite's time on 2 cores (one
+# core busy): XLA's backend optimisation level 0 (no LLVM optimisation of the fused
+# loops; dots and convolutions still call their libraries) compiles ~30% faster and
+# leaves every comparison within its tolerance. The `slow` tests (full-width parity,
+# the demos that must learn) keep XLA's default level, which is what a user's job
+# runs. XLA reads its flags once, when the first backend is created, which is after
+# pytest_configure. A level the user names in $XLA_FLAGS is kept;
+# XCEPTION_JAX_TEST_XLA_OPT=default keeps XLA's default level for any selection.
+_OPT_FLAG = "--xla_backend_optimization_level"
+
+
+def pytest_configure(config):
+  selects_slow = "slow" in config.getoption("markexpr", "").replace("not slow", "")
+  if (selects_slow or os.environ.get("XCEPTION_JAX_TEST_XLA_OPT") == "default"
+      or _OPT_FLAG in os.environ.get("XLA_FLAGS", "")):
+    return
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT_FLAG}=0".strip()
+
+
 import jax  # pylint: disable=wrong-import-position
 
 NUM_CPU_DEVICES = 4

@@ -7,6 +7,13 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def xla_flags(device_count: int) -> str:
+  """$XLA_FLAGS for a child process with `device_count` CPU devices: this process's
+  flags (the suite's optimisation level, conftest.py) plus the device count."""
+  own = os.environ.get("XLA_FLAGS", "")
+  return f"{own} --xla_force_host_platform_device_count={device_count}".strip()
+
+
 def wait_all(procs, timeout):
   """Exit codes of every process, each waited for up to `timeout` seconds. Only
   processes still running after that (or after an interruption) are killed: one
@@ -39,7 +46,7 @@ def run_main(tmp_path, workdir, data_dir, overrides, timeout, num_processes=2, e
   flags = [f"--config.{k}={v}" for k, v in overrides.items()]
   procs, logs = [], []
   for i in range(num_processes):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ, "XLA_FLAGS": xla_flags(2),
            "PYTHONUNBUFFERED": "1", **(envs[i] if envs else {})}
     logs.append(open(tmp_path / f"{name}{i}.log", "w+"))
     procs.append(subprocess.Popen(

@@ -66,7 +66,7 @@ def slurm_run(data_dir, tmp_path_factory):
   env = {**os.environ, "PATH": os.path.join(ROOT, "tests", "fake_slurm") + os.pathsep +
          os.environ["PATH"], "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2",
          "JAX_COORDINATOR_PORT": str(processes.free_port()), "FAKE_SRUN_OUTPUT": str(tmp_path / "task"),
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "PYTHONUNBUFFERED": "1"}
+         "XLA_FLAGS": processes.xla_flags(2), "PYTHONUNBUFFERED": "1"}
   overrides = [f"--config.{k}={v}" for k, v in TINY.items()]
   result = subprocess.run(
       ["bash", "launch/slurm_gpu.sbatch", "configs/demo.py", workdir,

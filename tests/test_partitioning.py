@@ -153,7 +153,7 @@ def test_two_slices_of_two_devices():
 def test_two_slices_of_four_devices_in_a_subprocess():
   """8 simulated devices as 2 slices of 4 (this session has 4: a fresh process)."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+  env = {**os.environ, "XLA_FLAGS": processes.xla_flags(8),
          "PYTHONPATH": os.pathsep.join([root, os.path.join(root, "tests")]),
          "JAX_PLATFORMS": "cpu"}
   code = ("import jax; assert jax.device_count() == 8, jax.devices(); "
@@ -243,7 +243,7 @@ def test_two_processes_as_two_slices(tmp_path):
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+  env = {**os.environ, "XLA_FLAGS": processes.xla_flags(2),
          "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
   logs = [open(tmp_path / f"process{i}.log", "w+") for i in range(2)]
   procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESS_SCRIPT, str(port), str(i)],

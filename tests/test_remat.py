@@ -35,6 +35,9 @@ del ALIGNED["architecture"]
 # name: (fields, image size, blocks): Xception's 3 entry + 1 middle + 1 exit modules;
 # the aligned Xception-41's 3 entry, 1 middle (of 8) and 2 exit blocks.
 MODELS = {"xception": (XCEPTION, 71, 5), "aligned_xception": (ALIGNED, 32, 6)}
+# The compiled steps (four per model, ~25-40 s of compilation each model on 2 cores):
+# Xception's in the default run, the aligned Xception's with the `slow` tests.
+COMPILED_MODELS = ["xception", pytest.param("aligned_xception", marks=pytest.mark.slow)]
 
 
 def _model(name: str, **fields):
@@ -72,7 +75,7 @@ def _step(name: str, policy: str):
   return (loss, batch_stats, grads), compiled
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", COMPILED_MODELS)
 @pytest.mark.parametrize("policy", POLICIES[1:])
 def test_loss_gradients_and_batch_stats_equal_no_remat(name, policy):
   (ref_loss, ref_stats, ref_grads), _ = _step(name, "none")
@@ -154,7 +157,7 @@ def test_each_policy_keeps_what_its_name_says():
   assert kept["none"] > kept["block_save_convs"] == kept["block_save_products"] > kept["block"]
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", COMPILED_MODELS)
 def test_xla_memory_analysis_of_the_step_differs_from_no_remat(name):
   temp = {p: _step(name, p)[1].memory_analysis().temp_size_in_bytes for p in POLICIES}
   assert all(temp[p] != temp["none"] for p in POLICIES[1:]), temp

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 import input_pipeline
 from configs import demo
 import events
+import processes
 from xception_jax import checkpointing, optim, steps, train
 from xception_jax.evaluation import map_at_k
 from xception_jax.models import create_model
@@ -265,7 +266,7 @@ def test_any_eval_batch_size_on_any_device_count(run_one_device, data_dir, tmp_p
        f"--workdir={tmp_path / 'sixteen'}", *(f"--config.{k}={v}" for k, v in overrides.items())],
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
       text=True, timeout=600,
-      env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=16"})
+      env={**os.environ, "XLA_FLAGS": processes.xla_flags(16)})
   assert result.returncode == 0, result.stderr[-3000:]
   sixteen = json.loads(result.stdout[result.stdout.rindex("{\n"):])
   assert set(four) <= set(sixteen)
