@@ -22,6 +22,12 @@ Rules:
   on a flag it does not know, so another jaxlib gets nothing until it is re-measured
   and added here.
 - XCEPTION_JAX_XLA_CPU_FLAGS=0 sets nothing (XLA's own defaults).
+
+Float64: the flag makes float64 convolutions on CPU very slow (XLA:CPU has no Eigen
+convolution for float64; YNNPACK ran them). Measured 2026-12-07 on 2 AVX-512 cores:
+the aligned Xception-41's forward on 2 images of 160x160 in float64 (the timm parity
+check of tests/test_convert_timm.py) took 113 s with the flag and 0.7 s without. Run
+float64 work with XCEPTION_JAX_XLA_CPU_FLAGS=0 (the `slow` tests do, tests/conftest.py).
 """
 from __future__ import annotations
 
