@@ -14,8 +14,8 @@ Modes: 'xla' (XLA's dot), 'bT' (one sgemm call, OpenBLAS with T threads of its o
 'pS' (OpenBLAS with 1 thread, the output rows split into S sgemm calls run on XLA's
 intra-op pool, the FFI ThreadPool context).
 
-Result on the 2-core AVX-512 Xeon (docs/PERFORMANCE.md): b2 beats XLA's dot on the
-728- and 1536/2048-wide products, loses on the 256/128/64-wide forward and input
+Result on the 2-core AVX-512 Xeon (docs/performance/cpu.md, "OpenBLAS products"):
+b2 beats XLA's dot on the 728- and 1536/2048-wide products, loses on the 256/128/64-wide forward and input
 gradients; but the model with every 1x1 product on b2 ran its training step at 299
 ~27% slower than XLA's dots, the eval step ~14% slower, so the option was not kept.
 """
@@ -106,7 +106,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ProtoSgemm, Sgemm, ffi::Ffi::Bind().Ctx<ffi::Threa
 
 def _build(directory: str) -> tuple[str, str]:
   """Compiles SOURCE; returns (handler library, OpenBLAS library) paths."""
-  import scipy_openblas32  # pylint: disable=import-outside-toplevel
+  try:
+    import scipy_openblas32  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise SystemExit("bench_blas_pointwise: needs OpenBLAS from PyPI: "
+                     "pip install scipy-openblas32==0.3.34.481.3") from None
   here = os.path.dirname(os.path.abspath(__file__))
   headers = os.path.join(os.path.dirname(here), "xception_jax", "native", "third_party")
   lib_dir = scipy_openblas32.get_lib_dir()
