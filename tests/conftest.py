@@ -12,8 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 # core busy): XLA's backend optimisation level 0 (no LLVM optimisation of the fused
 # loops; dots and convolutions still call their libraries) compiles ~30% faster and
 # leaves every comparison within its tolerance. The `slow` tests (full-width parity,
-# the demos that must learn) keep XLA's default level, which is what a user's job
-# runs. XLA reads its flags once, when the first backend is created, which is after
+# the demos that must learn) keep XLA's default level, the one a user's job runs
+# at. XLA reads its flags once, when the first backend is created, which is after
 # pytest_configure. A level the user names in $XLA_FLAGS is kept;
 # XCEPTION_JAX_TEST_XLA_OPT=default keeps XLA's default level for any selection.
 _OPT_FLAG = "--xla_backend_optimization_level"
