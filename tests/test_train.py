@@ -249,6 +249,7 @@ def test_bad_config_fields_are_named(data_dir, tmp_path):
     train.train_and_evaluate(_tiny_config(data_dir, **{"model.depth": 3}), str(tmp_path))
 
 
+@pytest.mark.slow  # a 16-device child process (25 s); test_steps checks the padding rows
 def test_any_eval_batch_size_on_any_device_count(run_one_device, data_dir, tmp_path):
   """eval_batch_size=1000 on 16 devices (a subprocess: 1000 rows do not split over 16)
   gives the evaluation of 100 on 4 devices: each process pads its rows to a multiple of
