@@ -15,8 +15,8 @@ Modes: 'xla' (XLA's dot), 'bT' (one sgemm call, OpenBLAS with T threads of its o
 intra-op pool, the FFI ThreadPool context).
 
 Result on the 2-core AVX-512 Xeon (docs/performance/cpu.md, "OpenBLAS products"):
-b2 beats XLA's dot on the 728- and 1536/2048-wide products, loses on the 256/128/64-wide forward and input
-gradients; but the model with every 1x1 product on b2 ran its training step at 299
+b2 beats XLA's dot on the 728- and 1536/2048-wide products, loses on the
+256/128/64-wide forward and input gradients; but the model with every 1x1 product on b2 ran its training step at 299
 ~27% slower than XLA's dots, the eval step ~14% slower, so the option was not kept.
 """
 from __future__ import annotations

@@ -83,7 +83,8 @@ def _measure(root: str, files: str, mode: str, **kw) -> dict:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   # The result is read as soon as it is printed: a worker that then fails to exit
   # (a tf.data iterator destroyed during interpreter shutdown can wait forever for
-  # reader threads, docs/performance/input_pipeline.md) is killed and reported, not waited for.
+  # reader threads, docs/performance/input_pipeline.md) is killed and reported, not
+  # waited for.
   with tempfile.TemporaryFile("w+") as err, subprocess.Popen(
       command, stdout=subprocess.PIPE, stderr=err, text=True, env=env) as proc:
     result = None
