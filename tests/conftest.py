@@ -21,11 +21,6 @@ _OPT_FLAG = "--xla_backend_optimization_level"
 
 def pytest_configure(config):
   selects_slow = "slow" in config.getoption("markexpr", "").replace("not slow", "")
-  if selects_slow:
-    # The slow tests' float64 parity checks (Keras, timm) run ~150x slower under the
-    # package's XLA:CPU convolution flag (xception_jax/xla_cpu.py, "Float64"); the
-    # flag changes no value (tests/test_xla_cpu.py, in the default suite).
-    os.environ.setdefault("XCEPTION_JAX_XLA_CPU_FLAGS", "0")
   if (selects_slow or os.environ.get("XCEPTION_JAX_TEST_XLA_OPT") == "default"
       or _OPT_FLAG in os.environ.get("XLA_FLAGS", "")):
     return

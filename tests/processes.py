@@ -14,6 +14,21 @@ def xla_flags(device_count: int) -> str:
   return f"{own} --xla_force_host_platform_device_count={device_count}".strip()
 
 
+def rerun_without_xla_cpu_flags(nodeid: str, timeout: float) -> None:
+  """Runs the test `nodeid` in a child pytest without the package's XLA:CPU flags
+  (xception_jax/xla_cpu.py: under them float64 convolutions run ~150x slower), with
+  this process's other flags; fails with the child's output if it fails."""
+  from xception_jax import xla_cpu  # pylint: disable=import-outside-toplevel
+  own = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in xla_cpu.DEFAULT_FLAGS]
+  env = {**os.environ, "XLA_FLAGS": " ".join(own), xla_cpu.DISABLE_ENV: "0"}
+  proc = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow", nodeid],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      timeout=timeout, check=False)
+  assert proc.returncode == 0, f"{nodeid} in a child process:\n{proc.stdout[-5000:]}"
+  assert "1 passed" in proc.stdout, proc.stdout[-2000:]
+
+
 def wait_all(procs, timeout):
   """Exit codes of every process, each waited for up to `timeout` seconds. Only
   processes still running after that (or after an interruption) are killed: one

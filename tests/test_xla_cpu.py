@@ -35,6 +35,33 @@ def test_disabled_by_environment_and_on_unmeasured_jaxlib():
   assert "XLA_FLAGS" not in environ
 
 
+def test_left_out_when_float64_is_on_everywhere():
+  assert xla_cpu.apply({xla_cpu.X64_ENV: "1"}, KNOWN) == []
+  assert xla_cpu.apply({xla_cpu.X64_ENV: "True"}, KNOWN) == []
+  assert xla_cpu.apply({xla_cpu.X64_ENV: "0"}, KNOWN) == [FLAG]
+
+
+def test_in_effect_reads_xla_flags():
+  assert xla_cpu.in_effect({"XLA_FLAGS": f"--a=1 {FLAG}"}) == [FLAG]
+  assert xla_cpu.in_effect({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=-dot"}) == []
+  assert xla_cpu.in_effect({}) == []
+
+
+def test_one_warning_for_a_float64_model_under_the_flag(monkeypatch, caplog):
+  monkeypatch.setattr(xla_cpu, "_warned", False)
+  monkeypatch.setenv("XLA_FLAGS", FLAG)
+  with caplog.at_level("WARNING", logger=xla_cpu.__name__):
+    assert not xla_cpu.warn_if_float64(np.float32)
+    assert not xla_cpu.warn_if_float64(None)
+    assert xla_cpu.warn_if_float64(np.float64)
+    assert not xla_cpu.warn_if_float64("float64")   # once per process
+  assert len(caplog.records) == 1
+  assert "150x slower" in caplog.text and f"{xla_cpu.DISABLE_ENV}=0" in caplog.text
+  monkeypatch.setattr(xla_cpu, "_warned", False)
+  monkeypatch.setenv("XLA_FLAGS", "")
+  assert not xla_cpu.warn_if_float64(np.float64)   # the flag is not in effect
+
+
 _CONV = """
 import os, sys, jax, jax.numpy as jnp, numpy as np
 import xception_jax

@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xception_jax import xla_cpu
 from xception_jax.convert import keras_inception_v3
 from xception_jax.convert.keras_common import KERAS_HEAD, _check_filled, _set, _target
 from xception_jax.convert.keras_file import (_KERAS3_CLASS_KIND, KerasFileError,
@@ -257,6 +258,7 @@ def from_keras(path: str, *, include_top: Optional[bool] = None,
 def _convert(layers: list[_FileLayer], description: str, include_top: Optional[bool],
              model_overrides: Mapping[str, Any]) -> tuple[Any, dict]:
   """Recognises the network of `layers` and converts them (used by the CLI)."""
+  xla_cpu.warn_if_float64(model_overrides.get("dtype"))
   if detect_architecture(layers, description) == INCEPTION_V3:
     return keras_inception_v3.convert(layers, description, include_top, model_overrides)
   return _convert_xception(_name_unnamed_xception_layers(layers), description,

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xception_jax import paths
+from xception_jax import paths, xla_cpu
 
 from xception_jax.models import factory
 from xception_jax.models.aligned_xception import AlignedXception, block_names
@@ -147,6 +147,7 @@ def convert_state_dict(state: Mapping[str, np.ndarray], arch: str, description: 
   if arch not in factory.architectures() or arch == factory.DEFAULT_ARCHITECTURE:
     valid = [a for a in factory.architectures() if a != factory.DEFAULT_ARCHITECTURE]
     raise ValueError(f"arch must be one of {valid} (timm's aligned Xceptions); got {arch!r}.")
+  xla_cpu.warn_if_float64(overrides.get("dtype"))
   where = f" in {description}" if description else ""
   if include_top is None:
     include_top = HEAD_WEIGHT in state
