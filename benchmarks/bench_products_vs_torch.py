@@ -24,11 +24,16 @@ import time
 
 from absl import app, flags
 
-flags.DEFINE_integer("image_size", 299, "Input size of the eval forward.")
-flags.DEFINE_integer("batch_size", 8, "Images per step.")
-flags.DEFINE_integer("repeats", 7, "Alternating timed calls per shape and engine.")
-flags.DEFINE_integer("threads", 2, "torch.set_num_threads (XLA uses every core).")
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Defined when run as a script only: tests import `product_shapes` in a process
+  whose absl flags may hold the same names."""
+  flags.DEFINE_integer("image_size", 299, "Input size of the eval forward.")
+  flags.DEFINE_integer("batch_size", 8, "Images per step.")
+  flags.DEFINE_integer("repeats", 7, "Alternating timed calls per shape and engine.")
+  flags.DEFINE_integer("threads", 2, "torch.set_num_threads (XLA uses every core).")
 
 
 def product_shapes(image_size: int, batch_size: int) -> collections.Counter:
@@ -117,4 +122,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
