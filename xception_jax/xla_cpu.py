@@ -100,7 +100,8 @@ def warn_if_float64(dtype: Any) -> bool:
     return False
   _warned = True
   logging.getLogger(__name__).warning(
-      "float64 convolutions run ~150x slower on CPU under %s (set by xception_jax); "
-      "rerun with %s=0 or %s=1 to leave it out (xception_jax/xla_cpu.py, Float64).",
+      "float64 convolutions run ~150x slower on CPU under the XLA flag %s, which "
+      "xception_jax adds at import: start the process with %s=0 or %s=1 to leave it "
+      "out (or drop it from $XLA_FLAGS if you set it; xception_jax/xla_cpu.py, Float64).",
       " ".join(in_effect()), DISABLE_ENV, X64_ENV)
   return True
