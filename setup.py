@@ -1,13 +1,15 @@
-"""Builds the native depthwise kernel when the package is installed.
+"""Builds the native CPU kernels (depthwise convolution, BLAS products) when the package
+is installed.
 
 `pip install -r requirements.txt` installs this package editable (`-e .`), and an
 editable install builds extensions in place: the library lands beside its source,
-xception_jax/native/_depthwise_cpu<EXT_SUFFIX>, where the loader looks. The
+xception_jax/native/_native_cpu<EXT_SUFFIX>, where the loader looks. The
 compilation itself is xception_jax/native/build.py (stdlib only; loaded here by path,
 since pip's isolated build environment has no jax to import the package with).
 
 A missing compiler or a failed build never fails the install: one warning says so,
-and xception_jax uses its pure-JAX depthwise implementations ('shift' on CPU).
+and xception_jax uses its pure-JAX depthwise implementations ('shift' on CPU) and
+XLA's own matrix products.
 Metadata lives in pyproject.toml.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-NATIVE = "xception_jax.native._depthwise_cpu"
+NATIVE = "xception_jax.native._native_cpu"
 _BUILD_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xception_jax", "native",
                          "build.py")
 
@@ -42,15 +44,17 @@ class BuildNative(build_ext):
       _native_build_module().compile_library(output)
     except Exception as error:  # pylint: disable=broad-except
       # Never fail the install: the pure-JAX path works everywhere.
-      print(f"WARNING: xception_jax: the native depthwise kernel was not built ({error}). "
-            "depthwise_impl 'auto' will use the pure-JAX 'shift' on CPU. Build it later "
+      print(f"WARNING: xception_jax: the native CPU kernels were not built ({error}). "
+            "depthwise_impl 'auto' will use the pure-JAX 'shift' on CPU and pointwise_impl "
+            "'auto' XLA's products. Build them later "
             "with `pip install -e .` or `python -m xception_jax.native.build`.",
             file=sys.stderr)
     return None
 
 
 setup(
-    ext_modules=[Extension(NATIVE, sources=["xception_jax/native/depthwise_cpu.cc"],
+    ext_modules=[Extension(NATIVE, sources=["xception_jax/native/depthwise_cpu.cc",
+                                                "xception_jax/native/gemm_cpu.cc"],
                            optional=True)],
     cmdclass={"build_ext": BuildNative},
 )

@@ -1,6 +1,6 @@
-"""Compiles the native depthwise kernel (depthwise_cpu.cc) into a shared library.
+"""Compiles the native CPU kernels (depthwise_cpu.cc, gemm_cpu.cc) into one shared library.
 
-  python -m xception_jax.native.build        # writes _depthwise_cpu<EXT_SUFFIX> here
+  python -m xception_jax.native.build        # writes _native_cpu<EXT_SUFFIX> here
 
 setup.py calls `compile_library` when pip installs the package (`pip install -r
 requirements.txt` holds `-e .`), and this module is the same build by hand. It needs
@@ -16,7 +16,7 @@ x86-64 SSE2). $XCEPTION_JAX_NATIVE_ARCH_FLAGS replaces "-march=native" (e.g.
 "-mavx2 -mfma" when the library is built on one machine for others).
 
 The output is a plain shared library, not a Python extension module: XLA calls its
-two handler symbols; Python loads it with ctypes (loader.py).
+handler symbols; Python loads it with ctypes (loader.py).
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ import sys
 import sysconfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(HERE, "depthwise_cpu.cc")
+SOURCES = [os.path.join(HERE, name) for name in ("depthwise_cpu.cc", "gemm_cpu.cc")]
 INCLUDE_DIR = os.path.join(HERE, "third_party")
-LIBRARY_STEM = "_depthwise_cpu"
+LIBRARY_STEM = "_native_cpu"
 BASE_FLAGS = ["-std=c++17", "-O3", "-ffp-contract=fast", "-shared", "-fPIC", "-fvisibility=hidden", "-pthread"]
 DEFAULT_ARCH_FLAGS = "-march=native"
 
@@ -51,7 +51,7 @@ def find_compiler() -> str | None:
 
 
 def compile_library(output: str | None = None, verbose: bool = True) -> str:
-  """Compiles depthwise_cpu.cc into `output`; returns its path.
+  """Compiles SOURCES into `output`; returns its path.
 
   Raises RuntimeError with the compiler's message when no compiler is found or
   every attempt fails.
@@ -66,14 +66,14 @@ def compile_library(output: str | None = None, verbose: bool = True) -> str:
   errors = []
   for arch_flags in attempts:
     command = (shlex.split(compiler) + BASE_FLAGS + arch_flags +
-               ["-I", INCLUDE_DIR, SOURCE, "-o", output])
+               ["-I", INCLUDE_DIR, "-I", HERE, *SOURCES, "-o", output])
     if verbose:
       print("xception_jax.native: " + " ".join(shlex.quote(a) for a in command))
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode == 0:
       return output
     errors.append(f"{' '.join(command)}\n{result.stderr.strip()[-2000:]}")
-  raise RuntimeError("compiling the native depthwise kernel failed:\n" + "\n".join(errors))
+  raise RuntimeError("compiling the native CPU kernels failed:\n" + "\n".join(errors))
 
 
 def main() -> int:

@@ -25,13 +25,8 @@
 // float64 partial; rows are split into chunks whose partials are added in a fixed order,
 // so the result does not depend on the number of threads.
 //
-// Threads: work is split over rows (n, h) into chunks; the calling thread and
-// up to (pool size - 1) tasks scheduled on XLA's own intra-op thread pool
-// (ffi::ThreadPool, the Eigen pool of XLA:CPU) claim chunks from an atomic
-// counter. The caller waits only for chunks that were claimed (they are being
-// run), so it never waits on a task that has not started: tasks that start
-// late find no chunk left and return. No OpenMP: no second thread pool to
-// oversubscribe the cores XLA already uses.
+// Threads: work is split over rows (n, h) into chunks, run by ParallelFor on
+// XLA's own intra-op thread pool (common.h).
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -43,65 +38,11 @@
 #include <string>
 #include <vector>
 
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
+#include "common.h"
 
 namespace {
 
-// ---------------------------------------------------------------------------
-// Parallel loop over [0, num_chunks) on XLA's thread pool.
-
-struct LoopState {
-  std::function<void(int64_t)> body;
-  int64_t num_chunks = 0;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  std::mutex mu;
-  std::condition_variable cv;
-};
-
-void RunChunks(LoopState& state) {
-  for (;;) {
-    const int64_t chunk = state.next.fetch_add(1);
-    if (chunk >= state.num_chunks) return;
-    state.body(chunk);
-    if (state.done.fetch_add(1) + 1 == state.num_chunks) {
-      std::lock_guard<std::mutex> lock(state.mu);
-      state.cv.notify_all();
-    }
-  }
-}
-
-// $XCEPTION_JAX_NATIVE_THREADS caps the threads a call uses (1: the calling
-// thread alone); unset or 0: the pool's size.
-int64_t MaxThreads() {
-  static const int64_t max_threads = [] {
-    const char* value = std::getenv("XCEPTION_JAX_NATIVE_THREADS");
-    return value ? std::max<int64_t>(0, std::atoll(value)) : 0;
-  }();
-  return max_threads;
-}
-
-void ParallelFor(ffi::ThreadPool& pool, int64_t num_chunks,
-                 std::function<void(int64_t)> body) {
-  int64_t threads = num_chunks > 1 ? pool.num_threads() : 1;
-  if (MaxThreads() > 0) threads = std::min(threads, MaxThreads());
-  if (threads <= 1) {
-    for (int64_t chunk = 0; chunk < num_chunks; ++chunk) body(chunk);
-    return;
-  }
-  auto state = std::make_shared<LoopState>();
-  state->body = std::move(body);
-  state->num_chunks = num_chunks;
-  const int64_t helpers = std::min(threads - 1, num_chunks - 1);
-  for (int64_t t = 0; t < helpers; ++t) {
-    pool.Schedule([state] { RunChunks(*state); });
-  }
-  RunChunks(*state);
-  std::unique_lock<std::mutex> lock(state->mu);
-  state->cv.wait(lock, [&] { return state->done.load() == state->num_chunks; });
-}
+using xception_jax_native::ParallelFor;
 
 // Splits `rows` rows of `work_per_row` multiply-adds into chunks of at least
 // kMinChunkWork (smaller work runs on the calling thread alone), at most
@@ -355,8 +296,6 @@ ffi::Error DepthwiseKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 
 }  // namespace
 
-// The library is built with -fvisibility=hidden; only the two handlers are exported.
-#define XCEPTION_JAX_EXPORT __attribute__((visibility("default")))
 extern "C" XCEPTION_JAX_EXPORT XLA_FFI_Error* XceptionJaxDepthwiseForward(XLA_FFI_CallFrame*);
 extern "C" XCEPTION_JAX_EXPORT XLA_FFI_Error* XceptionJaxDepthwiseKernelGrad(
     XLA_FFI_CallFrame*);

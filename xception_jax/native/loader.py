@@ -1,10 +1,12 @@
-"""Finds the compiled depthwise library, loads it and registers its FFI targets.
+"""Finds the compiled native library, loads it and registers its FFI targets.
 
-The library (`_depthwise_cpu<EXT_SUFFIX>` beside this file) is built by the install
+The library (`_native_cpu<EXT_SUFFIX>` beside this file: the depthwise kernel and the
+BLAS product handler) is built by the install
 command (`pip install -r requirements.txt`, whose `-e .` line compiles it; setup.py)
 or by hand with `python -m xception_jax.native.build`. Loading is attempted once per
 process; when it fails, one warning line says why and how to build it, and the
-pure-JAX depthwise implementations are used ('auto' resolves to 'shift' on CPU).
+pure-JAX depthwise implementations are used ('auto' resolves to 'shift' on CPU) and
+XLA's own products ('pointwise_impl' 'auto' resolves to 'xla').
 
 XCEPTION_JAX_NATIVE=0 in the environment makes the library deliberately unavailable
 (nothing is loaded, nothing is logged, and tests/test_depthwise_native.py skips with
@@ -21,11 +23,15 @@ import os
 
 import jax
 
+from xception_jax.native.build import LIBRARY_STEM
+
 DISABLE_ENV = "XCEPTION_JAX_NATIVE"
 FORWARD_TARGET = "xception_jax_depthwise_fwd"
 KERNEL_GRAD_TARGET = "xception_jax_depthwise_dtaps"
+GEMM_TARGET = "xception_jax_gemm"
 _SYMBOLS = {FORWARD_TARGET: "XceptionJaxDepthwiseForward",
-            KERNEL_GRAD_TARGET: "XceptionJaxDepthwiseKernelGrad"}
+            KERNEL_GRAD_TARGET: "XceptionJaxDepthwiseKernelGrad",
+            GEMM_TARGET: "XceptionJaxGemm"}
 _HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD_HINT = ("build it with `pip install -e .` (or `python -m xception_jax.native.build`) "
               "from the repository root; needs a C++17 compiler (g++)")
@@ -39,37 +45,42 @@ def deliberately_disabled() -> bool:
 def library_path() -> str | None:
   """The built library beside this file (this Python's suffix first), or None."""
   for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-    path = os.path.join(_HERE, "_depthwise_cpu" + suffix)
+    path = os.path.join(_HERE, LIBRARY_STEM + suffix)
     if os.path.exists(path):
       return path
-  found = sorted(glob.glob(os.path.join(_HERE, "_depthwise_cpu*.so")))
+  found = sorted(glob.glob(os.path.join(_HERE, LIBRARY_STEM + "*.so")))
   return found[0] if found else None
 
 
 @functools.cache
-def _load() -> tuple[bool, str | None]:
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
   if deliberately_disabled():
-    return False, f"{DISABLE_ENV}=0 is set (native depthwise deliberately unavailable)"
+    return None, f"{DISABLE_ENV}=0 is set (native kernels deliberately unavailable)"
   path = library_path()
   if path is None:
-    reason = f"the native depthwise library is not built in {_HERE}; {BUILD_HINT}"
+    reason = f"the native library is not built in {_HERE}; {BUILD_HINT}"
   else:
     try:
       library = ctypes.cdll.LoadLibrary(path)
       for target, symbol in _SYMBOLS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
                                     platform="cpu")
-      return True, None
+      return library, None
     except (OSError, AttributeError) as error:  # stale or foreign build, missing symbol
       reason = f"loading {path} failed ({error}); rebuild: {BUILD_HINT}"
   logging.getLogger(__name__).warning(
-      "xception_jax: depthwise_impl 'native' unavailable ('auto' uses the pure-JAX 'shift' "
-      "on CPU): %s", reason)
-  return False, reason
+      "xception_jax: depthwise_impl 'native' and pointwise_impl 'blas' unavailable ('auto' "
+      "uses the pure-JAX 'shift' and XLA's products on CPU): %s", reason)
+  return None, reason
 
 
 def available() -> bool:
-  """Whether the native kernel is loaded and its FFI targets registered."""
+  """Whether the native library is loaded and its FFI targets registered."""
+  return _load()[0] is not None
+
+
+def library() -> ctypes.CDLL | None:
+  """The loaded native library (None when unavailable): blas.py hands it an sgemm."""
   return _load()[0]
 
 
