@@ -19,6 +19,7 @@ def model_config() -> ml_collections.ConfigDict:
       segments=config_dict.placeholder(int),  # None: depthwise; 1: regular conv; divisors between
       order="depthwise_pointwise",      # or 'pointwise_depthwise' (Figure 4's extreme Inception)
       depthwise_impl="auto",            # 'feature_group' | 'shift' | 'native' | 'auto' (native, else shift, on CPU)
+      pointwise_impl="auto",            # 'xla' | 'blas' | 'auto' (blas, MKL's sgemm, on CPU when it loads)
       fc_layers=(),                     # (4096, 4096) for the JFT "with FC" runs
       dropout_rate=0.0,
       width_multiplier=1.0,
@@ -34,7 +35,7 @@ def model_config() -> ml_collections.ConfigDict:
 ALIGNED_ARCHITECTURES = ("xception41", "xception65", "xception71")
 # Fields an aligned Xception shares with Xception: a variant carries their values over.
 _SHARED_MODEL_FIELDS = ("intermediate_activation", "segments", "depthwise_impl",
-                        "dropout_rate", "width_multiplier", "head_bias_init", "remat",
+                        "pointwise_impl", "dropout_rate", "width_multiplier", "head_bias_init", "remat",
                         "dtype")
 
 
@@ -46,6 +47,7 @@ def aligned_model_config(architecture: str) -> ml_collections.ConfigDict:
       intermediate_activation=config_dict.placeholder(str),
       segments=config_dict.placeholder(int),
       depthwise_impl="auto",
+      pointwise_impl="auto",
       dropout_rate=0.0,
       width_multiplier=1.0,
       bn_momentum=0.9,                  # timm's PyTorch momentum 0.1

@@ -60,6 +60,7 @@ def deeplab_model_config(backbone: str = "xception65") -> ml_collections.ConfigD
       intermediate_activation=config_dict.placeholder(str),
       segments=config_dict.placeholder(int),
       depthwise_impl="auto",
+      pointwise_impl="auto",
       width_multiplier=1.0,             # scales the backbone and the head alike
       bn_momentum=0.9997,               # DeepLab's BN decay
       bn_epsilon=1e-3,                  # the backbone's (its ImageNet checkpoint's)

@@ -219,6 +219,8 @@ class AlignedXception(nn.Module):
     depthwise_impl: 'feature_group', 'shift' or 'auto'; all compute the same function.
     bn_impl: 'flax', 'fused' (closed-form training gradient, fast on CPU) or 'auto'
       (batch_norm.py); same variables and forward.
+    pointwise_impl: the 1x1 convolutions' products: 'xla', 'blas' (CPU) or 'auto'
+      (pointwise.py); all compute the same function.
     dropout_rate: dropout before the logits.
     width_multiplier: scales every width (tests and CPU demos).
     bn_momentum, bn_epsilon: BatchNorm (timm: PyTorch momentum 0.1 = Flax 0.9; 1e-3).
@@ -235,6 +237,7 @@ class AlignedXception(nn.Module):
   segments: Optional[int] = None
   depthwise_impl: str = "feature_group"
   bn_impl: str = "auto"
+  pointwise_impl: str = "auto"
   dropout_rate: float = 0.0
   width_multiplier: float = 1.0
   bn_momentum: float = 0.9
@@ -278,7 +281,8 @@ class AlignedXception(nn.Module):
                              use_bias=False, kernel_init=layers.default_kernel_init, **dtypes)
     spatial_conv = functools.partial(layers.SpatialConv, segments=self.segments,
                                      depthwise_impl=self.depthwise_impl, **dtypes)
-    pointwise_conv = functools.partial(layers.PointwiseConv, **dtypes)
+    pointwise_conv = functools.partial(layers.PointwiseConv,
+                                       pointwise_impl=self.pointwise_impl, **dtypes)
     separable_conv = functools.partial(AlignedSeparableConv, spatial_conv=spatial_conv,
                                        pointwise_conv=pointwise_conv, norm=norm)
 

@@ -44,7 +44,8 @@ under 'head', which init_from initialises afresh (as for a classifier's new head
 Widths: `width_multiplier` scales the backbone (as in AlignedXception) and the head's
 256 and 48 channels alike (`scaled_width`: multiples of 8, at least 8), so tiny test
 models stay balanced. Switches carried to the backbone: intermediate_activation,
-segments, depthwise_impl (also the head's depthwise convs), remat, bn_momentum,
+segments, depthwise_impl (also the head's depthwise convs), pointwise_impl (also the
+head's 1x1 convs), remat, bn_momentum,
 bn_epsilon (all BNs), dtype. `num_middle_blocks` (None: the backbone's 8 or 16)
 shortens the middle flow for CPU demos.
 
@@ -225,6 +226,7 @@ class DeepLabV3Plus(nn.Module):
     dropout_rate: after the ASPP projection, training only (DeepLab: keep 0.9).
     intermediate_activation, segments: the backbone's switches (AlignedXception).
     depthwise_impl: 'feature_group', 'shift' or 'auto', for every depthwise conv.
+    pointwise_impl: 'xla', 'blas' (CPU) or 'auto', for every 1x1 conv (pointwise.py).
     remat: rematerialisation of each backbone block (AlignedXception; remat.py).
     width_multiplier: scales the backbone and the head's widths (tiny tests).
     bn_momentum: every BatchNorm (DeepLab: decay 0.9997).
@@ -248,6 +250,7 @@ class DeepLabV3Plus(nn.Module):
   intermediate_activation: Optional[str] = None
   segments: Optional[int] = None
   depthwise_impl: str = "feature_group"
+  pointwise_impl: str = "auto"
   remat: str = "none"
   width_multiplier: float = 1.0
   bn_momentum: float = 0.9997
@@ -300,7 +303,8 @@ class DeepLabV3Plus(nn.Module):
         backbone_blocks(self.backbone, self.num_middle_blocks), include_top=False,
         output_stride=self.output_stride,
         intermediate_activation=self.intermediate_activation, segments=self.segments,
-        depthwise_impl=self.depthwise_impl, remat=self.remat,
+        depthwise_impl=self.depthwise_impl, pointwise_impl=self.pointwise_impl,
+        remat=self.remat,
         width_multiplier=self.width_multiplier, bn_momentum=self.bn_momentum,
         bn_epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype,
         name=name)
@@ -335,9 +339,11 @@ class DeepLabV3Plus(nn.Module):
                              **dtypes)
     spatial_conv = functools.partial(layers.SpatialConv, depthwise_impl=self.depthwise_impl,
                                      kernel_init=inits["depthwise"], **dtypes)
-    pointwise_conv = functools.partial(layers.PointwiseConv, **dtypes)
+    pointwise_conv = functools.partial(layers.PointwiseConv,
+                                       pointwise_impl=self.pointwise_impl, **dtypes)
     separable_pointwise_conv = functools.partial(
-        layers.PointwiseConv, kernel_init=inits["pointwise"], **dtypes)
+        layers.PointwiseConv, kernel_init=inits["pointwise"],
+        pointwise_impl=self.pointwise_impl, **dtypes)
     logits = DeepLabHead(self.num_classes, self.rates(), **self.head_widths(),
                          dropout_rate=self.dropout_rate, norm=norm,
                          spatial_conv=spatial_conv, pointwise_conv=pointwise_conv,

@@ -9,7 +9,8 @@ Inception module of Figure 4).
 
 Pointwise (1x1) convolutions are written as matrix products over the channel axis:
 on XLA:CPU that runs ~3x faster than a 1x1 `conv_general_dilated` and it is the same
-computation everywhere. Their kernels keep the conventional (1, 1, in, out) shape.
+computation everywhere (pointwise.py: XLA's dot, or a BLAS sgemm on CPU). Their kernels
+keep the conventional (1, 1, in, out) shape.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from xception_jax.models import depthwise
+from xception_jax.models import depthwise, pointwise
+from xception_jax.models.pointwise import pointwise_product  # pylint: disable=unused-import
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -53,12 +55,14 @@ def check_segments(segments: Optional[int], channels: int, where: str = "") -> i
 
 
 class PointwiseConv(nn.Module):
-  """A 1x1 convolution (optionally strided) computed as a matrix product."""
+  """A 1x1 convolution (optionally strided) computed as a matrix product by
+  `pointwise_impl` ('xla', 'blas' or 'auto': pointwise.py)."""
   features: int
   strides: int = 1
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = default_kernel_init
+  pointwise_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -68,24 +72,8 @@ class PointwiseConv(nn.Module):
       # A strided 1x1 'SAME' convolution reads positions 0, s, 2s, ...
       x = x[:, ::self.strides, ::self.strides, :]
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-    return pointwise_product(x, kernel[0, 0])
-
-
-def pointwise_product(x: jax.Array, matrix: jax.Array) -> jax.Array:
-  """x [..., C] @ matrix [C, F] over the last axis.
-
-  On the CPU backend the product is written on x flattened to 2-D ([pixels, C]) and
-  reshaped back: the same function, but the kernel gradient autodiff derives is then
-  a 2-D dot with one contracting axis, which XLA:CPU runs on its operands as they
-  lie; over the 4-D activations it contracts three axes, XLA canonicalises the dot
-  by transposing the (pixels, F) cotangent into an (F, pixels) copy fused into the
-  producer (BatchNorm's backward pass), a strided write that took ~19% of the
-  training step's thunk time at 150x150 (docs/performance/cpu.md, "Issue 27"). Other backends keep
-  the plain product.
-  """
-  if x.ndim <= 2 or jax.default_backend() != "cpu":
-    return x @ matrix
-  return (x.reshape(-1, x.shape[-1]) @ matrix).reshape(*x.shape[:-1], matrix.shape[-1])
+    impl = pointwise.resolve_pointwise_impl(self.pointwise_impl)
+    return pointwise.pointwise_product(x, kernel[0, 0], impl)
 
 
 class SpatialConv(nn.Module):
@@ -145,6 +133,7 @@ class SeparableConv(nn.Module):
     depthwise_impl: 'feature_group' (reference; GPU/TPU), 'shift' (fast on CPU) or
       'auto' (shift on the CPU backend, feature_group elsewhere).
     strides, dilation: of the spatial convolution (see SpatialConv).
+    pointwise_impl: the pointwise product's engine ('xla', 'blas', 'auto'; pointwise.py).
   """
   features: int
   kernel_size: int = 3
@@ -157,6 +146,7 @@ class SeparableConv(nn.Module):
   kernel_init: Initializer = default_kernel_init
   strides: int = 1
   dilation: int = 1
+  pointwise_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -167,7 +157,7 @@ class SeparableConv(nn.Module):
                           self.param_dtype, self.kernel_init, self.strides, self.dilation,
                           name="depthwise")
     pointwise = PointwiseConv(self.features, 1, self.dtype, self.param_dtype,
-                              self.kernel_init, name="pointwise")
+                              self.kernel_init, self.pointwise_impl, name="pointwise")
     first, second = (spatial, pointwise) if self.order == ORDERS[0] else (pointwise, spatial)
     x = first(x)
     if act is not None:

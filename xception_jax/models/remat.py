@@ -13,13 +13,15 @@ operations run; tests/test_remat.py), the memory and the time differ
                          block runs twice, the least memory.
   'block_save_convs'     keep the outputs of the block's convolutions and matrix
                          products (`jax.checkpoint_policies.dots_saveable`: XLA's
-                         `conv_general_dilated` and `dot_general`), recompute the rest:
+                         `conv_general_dilated` and `dot_general`, and the pointwise
+                         products by name, whichever engine runs them), recompute the rest:
                          BatchNorm, ReLU, max-pooling, and the depthwise convolutions
                          unless they run as `feature_group` (a `conv_general_dilated`).
   'block_save_products'  keep only the outputs of matrix products without batch
-                         dimensions (`dots_with_no_batch_dims_saveable`): the pointwise
-                         1x1 convolutions, which models/layers.py writes as products over
-                         the channel axis; convolutions of any kind (depthwise, the
+                         dimensions (`dots_with_no_batch_dims_saveable`, and the named
+                         pointwise products): the pointwise 1x1 convolutions, which
+                         models/pointwise.py writes as products over the channel
+                         axis; convolutions of any kind (depthwise, the
                          Inception modules' nn.Conv) are recomputed.
 
 Blocks hold no dropout (the classifier head does) and take no `train` argument (the
@@ -34,11 +36,18 @@ from typing import Callable, Optional
 import flax.linen as nn
 import jax
 
+from xception_jax.models import pointwise
+
+# The pointwise products are named (models/pointwise.py): with pointwise_impl 'blas' they
+# are custom calls, which the dot policies alone would not keep.
+_PRODUCTS = jax.checkpoint_policies.save_only_these_names(pointwise.CHECKPOINT_NAME)
 REMAT_POLICIES: dict[str, Optional[Callable[..., bool]]] = {
     "none": None,
     "block": jax.checkpoint_policies.nothing_saveable,
-    "block_save_convs": jax.checkpoint_policies.dots_saveable,
-    "block_save_products": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "block_save_convs": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_saveable, _PRODUCTS),
+    "block_save_products": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable, _PRODUCTS),
 }
 
 

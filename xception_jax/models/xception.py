@@ -161,6 +161,9 @@ class Xception(classifier.Classifier):
     max_pool_impl: 'xla' (nn.max_pool, select-and-scatter gradient), 'shift'
       (strided slices and a scatter-free gradient; fast on CPU) or 'auto'. See
       pooling.py.
+    pointwise_impl: the 1x1 convolutions' products: 'xla' (XLA's dot), 'blas' (a CBLAS
+      sgemm through the native library; CPU, float32) or 'auto' (blas on CPU when it
+      loads, else xla). See pointwise.py.
     num_middle_blocks: modules in the middle flow (8 in the paper).
   """
   residual: bool = True
@@ -170,6 +173,7 @@ class Xception(classifier.Classifier):
   depthwise_impl: str = "feature_group"
   bn_impl: str = "auto"
   max_pool_impl: str = "auto"
+  pointwise_impl: str = "auto"
   num_middle_blocks: int = 8
 
   def _check_input(self, x: jax.Array) -> None:
@@ -191,8 +195,9 @@ class Xception(classifier.Classifier):
     separable_conv = functools.partial(
         layers.SeparableConv, segments=self.segments, order=self.order,
         intermediate_activation=self.intermediate_activation,
-        depthwise_impl=self.depthwise_impl, **dtypes)
-    pointwise_conv = functools.partial(layers.PointwiseConv, **dtypes)
+        depthwise_impl=self.depthwise_impl, pointwise_impl=self.pointwise_impl, **dtypes)
+    pointwise_conv = functools.partial(layers.PointwiseConv,
+                                       pointwise_impl=self.pointwise_impl, **dtypes)
     module = functools.partial(remat.remat_block(XceptionModule, self.remat),
                                residual=self.residual,
                                max_pool_impl=pooling.resolve_max_pool_impl(self.max_pool_impl),
