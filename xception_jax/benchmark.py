@@ -30,6 +30,10 @@ table gives:
   multiply-add counts 2; per device, times devices, over the batch). A training step
   counts the forward, backward and optimiser; the shift-and-multiply depthwise form
   counts its elementwise products, so the figure can differ between implementations.
+  XLA's cost analysis does not count custom calls: when the step runs the native
+  depthwise kernel or the BLAS products (`pointwise_impl`, also when 'auto' picks them,
+  as on CPU), the figure is that of the same step with XLA's own operations
+  (`feature_group`, `xla`; step_timing.xla_only_twin), compiled for the count only.
   On GPU the convolutions become cuDNN custom calls that XLA's cost analysis does not
   count (an H200 run gave 2.06 GFLOP/image for a training step at 299 that does about
   50: docs/PERFORMANCE.md), so there the GFLOP and MFU columns understate; a warning

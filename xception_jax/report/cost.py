@@ -55,10 +55,13 @@ def _checkpoint_num_classes(workdir: str) -> Optional[int]:
 
 
 def model_fields(config: dict[str, Any], workdir: Optional[str] = None) -> dict[str, Any]:
-  """config.model as the factory's fields, in float32 and the reference depthwise."""
+  """config.model as the factory's fields, in float32 and XLA's own depthwise and
+  pointwise operations (XLA's cost analysis does not count custom calls)."""
   fields = dict(config["model"], num_classes=num_classes(config, workdir), dtype="float32")
-  if "depthwise_impl" in factory.model_fields(fields.get("architecture") or "xception"):
-    fields["depthwise_impl"] = "feature_group"
+  valid = factory.model_fields(fields.get("architecture") or "xception")
+  for field, reference in (("depthwise_impl", "feature_group"), ("pointwise_impl", "xla")):
+    if field in valid:
+      fields[field] = reference
   return fields
 
 
