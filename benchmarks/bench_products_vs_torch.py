@@ -1,4 +1,5 @@
-"""The eval forward's 1x1 products: XLA:CPU's dot against PyTorch's, shape by shape.
+"""The eval forward's 1x1 products: XLA:CPU's dot and ours ('blas') against PyTorch's,
+shape by shape.
 
   python benchmarks/bench_products_vs_torch.py                 # batch 8 at 299
   python benchmarks/bench_products_vs_torch.py --image_size=150 --repeats=9
@@ -7,7 +8,9 @@ Issue 27 asks for an eval forward at 299 >= 1.0x timm's `legacy_xception`; the p
 (docs/performance/cpu.md) puts ~70% of our eval step in the 1x1 products. This script
 takes every matrix product of our eval forward (the `dot_general`s of the jaxpr of full-
 width Xception, float32, the CPU's `auto` implementations) and times each shape alone:
-XLA's `x @ w` (jitted, the package's XLA:CPU flags) and, on the same float32 NumPy data,
+XLA's `x @ w` (jitted, the package's XLA:CPU flags), `pointwise_impl='blas'`'s product
+(MKL's single-threaded sgemm split over XLA's pool; models/pointwise.py, when it loads)
+and, on the same float32 NumPy data,
 the 1x1 convolution timm runs (`torch.nn.functional.conv2d` on a channels_last NCHW
 tensor) and `torch.mm`, alternating, median of --repeats calls, each timed call after
 an untimed one of the same engine (timed right after another engine's call, XLA's dot
@@ -42,7 +45,9 @@ def product_shapes(image_size: int, batch_size: int) -> collections.Counter:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from xception_jax.models import factory  # pylint: disable=import-outside-toplevel
 
-  model = factory.create_model({"architecture": "xception"}, num_classes=1000)
+  # XLA's products, so that each is a dot_general in the jaxpr ('blas' makes them custom calls).
+  model = factory.create_model({"architecture": "xception", "pointwise_impl": "xla"},
+                               num_classes=1000)
   images = jax.ShapeDtypeStruct((batch_size, image_size, image_size, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
   jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
@@ -78,11 +83,21 @@ def main(argv):
   print(f"jax {jax.__version__}, torch {torch.__version__} ({FLAGS.threads} threads, "
         f"{torch.backends.cpu.get_cpu_capability()}); eval forward at {FLAGS.image_size}, "
         f"batch {FLAGS.batch_size}: {sum(shapes.values())} products, {len(shapes)} shapes")
+  from xception_jax.models import pointwise  # pylint: disable=import-outside-toplevel
+
   xla_dot = jax.jit(lambda x, w: x @ w)
+  blas_dot = None
+  if pointwise.resolve_pointwise_impl("auto") == "blas":
+    blas_dot = jax.jit(lambda x, w: pointwise.pointwise_product(x, w, "blas"))
   rng = np.random.default_rng(0)
   totals = collections.defaultdict(float)
-  print("| M x K x N | count | XLA dot | torch conv2d 1x1 (channels_last) | torch.mm | GFLOP/s |")
-  print("|---|---|---|---|---|---|")
+  names = {"xla": "XLA dot", "blas": "ours blas", "conv": "torch conv2d 1x1 (channels_last)",
+           "mm": "torch.mm"}
+  if blas_dot is None:
+    del names["blas"]
+    print("(pointwise_impl 'blas' unavailable here: no 'ours blas' column)")
+  print("| M x K x N | count | " + " | ".join(names.values()) + " | GFLOP/s |")
+  print("|---|---|" + "---|" * len(names) + "---|")
   for (m, k, n), count in sorted(shapes.items(), key=lambda item: -item[0][1] * item[0][2]):
     x = rng.standard_normal((m, k), np.float32)
     w = (rng.standard_normal((k, n), np.float32) / np.sqrt(k)).astype(np.float32)
@@ -96,10 +111,14 @@ def main(argv):
     wc = wt.t().contiguous().view(n, k, 1, 1)
     engines = {
         "xla": lambda: xla_dot(xj, wj).block_until_ready(),
+        "blas": lambda: blas_dot(xj, wj).block_until_ready(),
         "conv": lambda: torch.nn.functional.conv2d(xc, wc),
         "mm": lambda: torch.mm(xt, wt),
     }
+    engines = {name: run for name, run in engines.items() if name in names}
     reference = np.asarray(xla_dot(xj, wj))
+    if blas_dot is not None:
+      np.testing.assert_allclose(np.asarray(blas_dot(xj, wj)), reference, rtol=1e-3, atol=1e-3)
     with torch.no_grad():
       conv = engines["conv"]().permute(0, 2, 3, 1).reshape(m, n).numpy()
       np.testing.assert_allclose(conv, reference, rtol=1e-3, atol=1e-3)
