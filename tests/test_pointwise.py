@@ -80,14 +80,29 @@ def test_blas_runs_as_the_native_custom_call_and_equals_xla_on_4d_inputs(library
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
 
 
-def test_blas_under_a_jit_sharded_over_the_simulated_devices(library):
+@pytest.mark.parametrize("trim", [0, 1])
+def test_blas_under_a_jit_sharded_over_the_simulated_devices(library, trim):
+  """Rows split over the devices: each device multiplies its own rows (forward and
+  input gradient with no gather; the kernel gradient summed by one all-reduce). With
+  `trim` rows cut inside the jit they no longer split evenly and are gathered. Values
+  and gradients as unsharded."""
   devices = np.array(jax.devices())
   mesh = Mesh(devices, ("data",))
-  x = jax.device_put(_random((len(devices) * 40, 16), 6), NamedSharding(mesh, P("data")))
-  w = jax.device_put(_random((16, 8), 7), NamedSharding(mesh, P()))
-  got = jax.jit(lambda x, w: pointwise.pointwise_product(x, w, "blas"))(x, w)
-  np.testing.assert_allclose(np.asarray(got), np.asarray(x) @ np.asarray(w), rtol=1e-5,
-                             atol=1e-5)
+  m = len(devices) * 40
+  x, w, g = _random((m, 16), 6), _random((16, 8), 7), _random((m, 8), 8)
+  by_rows, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+  args = (jax.device_put(x, by_rows), jax.device_put(w, replicated),
+          jax.device_put(g, by_rows))
+  fn = jax.jit(lambda x, w, g: _value_and_grads("blas", x[trim:], w, g[trim:]))
+  y, dx, dw = fn(*args)
+  x64, w64, g64 = x[trim:].astype(np.float64), w.astype(np.float64), g[trim:].astype(np.float64)
+  for got, want in ((y, x64 @ w64), (dx, g64 @ w64.T), (dw, x64.T @ g64)):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+  if not trim:
+    hlo = fn.lower(*args).compile().as_text()
+    assert y.sharding.spec == P("data") and dx.sharding.spec == P("data")
+    assert "all-gather" not in hlo
+    assert hlo.count("all-reduce(") == 1, "the kernel gradient's partial sums"
 
 
 def test_xception_loss_gradients_equal_with_blas_and_xla(library):
