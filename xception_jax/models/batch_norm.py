@@ -13,8 +13,8 @@
       dx = scale * r * (g - mean(g) - xhat * mean(g * xhat)),  r = rsqrt(var + eps),
       xhat = (x - mean) * r,  dscale = sum(g * xhat),  dbias = sum(g),
 
-  i.e. one reduction pass (sum g, sum g * (x - mean)) and one elementwise pass
-  (dx = A g + B x + C with per-channel A, B, C), instead of autodiff's chain
+  i.e. one reduction pass (sum g, sum g * x, and sum g * (x - mean) from them) and one
+  elementwise pass (dx = A g + B x + C with per-channel A, B, C), instead of autodiff's chain
   through the normalisation, the variance and the mean.
 - 'auto': 'fused' on the CPU backend (where it is measured faster,
   docs/performance/cpu.md), 'flax' elsewhere.
@@ -83,22 +83,27 @@ def _batch_norm_train_bwd(epsilon, dtype, residuals, cotangents):
   axes = _reduce_axes(x)
   count = x.size // x.shape[-1]
   g32 = g.astype(jnp.float32)
-  # The barrier keeps XLA from sharing (x - mean) with the forward pass, which would
-  # write it out there as one more activation-sized tensor; here it fuses into the
-  # reduction and the dx pass (docs/performance/cpu.md, "Issue 27"). Values unchanged.
-  centred = jax.lax.optimization_barrier(x).astype(jnp.float32) - mean
+  # Written on x itself, not on a centred (x - mean): XLA's reduction engine on CPU
+  # (YNNPACK) cannot fuse the broadcast subtraction, so a shared (x - mean) was written
+  # out as one more activation-sized pass (~34 ms at 8 x 147 x 147 x 128); now the sums
+  # read x and g and the dx pass reads them again. sum(g * (x - mean)) =
+  # sum(g * x) - mean * sum(g): its rounding is that of the forward's E[x^2] - E[x]^2
+  # (tests/test_fast_layers.py, against float64 with means up to 25 standard deviations).
+  # The barrier keeps XLA from sharing work with the forward pass (docs/performance/
+  # cpu.md, "Issue 27"). Values as before up to rounding.
+  x32 = jax.lax.optimization_barrier(x).astype(jnp.float32)
   sum_g = jnp.sum(g32, axes)
-  sum_g_centred = jnp.sum(g32 * centred, axes)       # same pass as sum_g
+  sum_g_centred = jnp.sum(g32 * x32, axes) - mean * sum_g   # same pass as sum_g
   dbias = sum_g
   dscale = sum_g_centred * rstd                       # sum(g * xhat)
-  # dx = a * g + b * (x - mean) + c, per channel:
+  # dx = a * g + b * (x - mean) + c = a * g + b * x + (c - b * mean), per channel:
   #   the normalisation:        scale * r * (g - mean(g) - xhat * mean(g * xhat))
   #   the batch-mean output:    g_mean / count
   #   the batch-variance output: g_var * 2 (x - mean) / count  (var = E[x^2] - E[x]^2)
   a = scale * rstd
   b = -a * rstd * rstd * sum_g_centred / count + 2.0 * g_var / count
   c = -a * sum_g / count + g_mean / count
-  dx = a * g32 + b * centred + c
+  dx = a * g32 + b * x32 + (c - b * mean)
   return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(scale.dtype)
 
 
