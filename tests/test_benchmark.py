@@ -20,6 +20,7 @@ from jax import lax
 
 from xception_jax import benchmark, hardware, optim, partitioning, step_timing, steps
 from xception_jax.models import depthwise, factory
+from xception_jax.native import blas
 from xception_jax.tasks import single_label
 
 TINY = ["--width_multiplier=0.0625", "--num_middle_blocks=1", "--image_size=71",
@@ -58,6 +59,9 @@ def test_table_has_train_and_eval_rows(tiny_run):
     assert float(cells[9]) > 0                                   # peak memory MiB
   assert "estimated:" in table and "FP32 FLOP/cycle" in table     # CPU peak, said so
   assert "process peak RSS" in table
+  # The products' engine 'auto' picked on CPU, and its library.
+  engine = f"blas ({blas.library_path()})" if blas.available() else "xla"
+  assert f"pointwise products: {engine}" in table
   assert options.config.model.width_multiplier == 0.0625
   assert len(results[0].step_seconds) == 2
 

@@ -66,7 +66,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from xception_jax import hardware, logs, step_timing
-from xception_jax.models import depthwise, factory, remat
+from xception_jax.models import depthwise, factory, pointwise, remat
+from xception_jax.native import blas
 from xception_jax.step_timing import Result
 
 MODES = ("train", "eval", "both")
@@ -267,7 +268,18 @@ def describe(config: ml_collections.ConfigDict) -> str:
                      if k in model)
   return (f"model: {fields}, num_classes={config.num_classes}; task "
           f"{config.get('task', 'single_label')}, optimizer {config.get('optimizer')}; "
-          f"batch {config.batch_size}, image {config.image_size}x{config.image_size}")
+          f"batch {config.batch_size}, image {config.image_size}x{config.image_size}"
+          f"{products(model)}")
+
+
+def products(model: ml_collections.ConfigDict) -> str:
+  """'; pointwise products: ...' for a model with `pointwise_impl`: the engine 'auto'
+  picks and, for 'blas', the CBLAS library in use."""
+  if "pointwise_impl" not in model:
+    return ""
+  impl = pointwise.resolve_pointwise_impl(model.pointwise_impl)
+  where = f" ({blas.library_path()})" if impl == "blas" else ""
+  return f"; pointwise products: {impl}{where}"
 
 
 def environment() -> str:
