@@ -4,7 +4,7 @@ float64 NumPy product and against XLA's dot.
 
 Values and both gradients on random inputs: row counts below, at and above the
 handler's split into per-thread chunks (64 rows a chunk), one column, one contracting
-channel, under jit and under a jit sharded over the 4 simulated CPU devices
+channel, long contractions split over the threads, under jit and under a jit sharded over the 4 simulated CPU devices
 (conftest.py); a whole tiny Xception's loss gradients with 'blas' and 'xla'; the
 'auto' resolution, the bfloat16 fallback, one-line errors, and the library search
 (XCEPTION_JAX_BLAS) in fresh processes.
@@ -57,8 +57,10 @@ def _value_and_grads(impl, x, w, g):
   return (y, *vjp(g))
 
 
+# (40, 9000, 8) and (9000, 40, 24): too few output rows for both threads and a long
+# contraction, so the forward (first) and the kernel gradient (second) split K instead.
 @pytest.mark.parametrize("m,k,n", [(1, 5, 3), (63, 7, 1), (64, 1, 9), (129, 16, 24),
-                                   (1000, 40, 33)])
+                                   (1000, 40, 33), (40, 9000, 8), (9000, 40, 24)])
 def test_blas_product_and_gradients_equal_float64_numpy(library, m, k, n):
   x, w, g = _random((m, k), 0), _random((k, n), 1), _random((m, n), 2)
   y, dx, dw = _value_and_grads("blas", x, w, g)

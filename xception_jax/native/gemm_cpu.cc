@@ -12,11 +12,16 @@
 // the first product. The output rows are split into one chunk per thread of
 // XLA's pool (at least kMinRows rows each) and each chunk is one single-threaded
 // sgemm call: the library's own threads would compete with XLA's pool between
-// the products (docs/performance/cpu.md, "OpenBLAS products").
+// the products (docs/performance/cpu.md, "OpenBLAS products"). A product with
+// too few rows for every thread and a long contraction (the kernel gradient of a
+// 64-channel layer: 64 rows, K = the batch's pixels) is split along K instead:
+// each thread multiplies a slice of K, and the partial products are added in
+// slice order.
 #include <atomic>
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "common.h"
 
@@ -36,6 +41,8 @@ std::atomic<SgemmFn> g_sgemm{nullptr};
 
 // A chunk of fewer rows than this is not worth a thread (and repacks b).
 constexpr int64_t kMinRows = 64;
+// A slice of the contraction shorter than this is not worth a thread.
+constexpr int64_t kMinSliceK = 4096;
 
 ffi::Error Gemm(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
                 ffi::ResultBuffer<ffi::F32> out, bool trans_a, bool trans_b) {
@@ -74,7 +81,29 @@ ffi::Error Gemm(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::
   const float* bp = b.typed_data();
   const int ta = trans_a ? kTrans : kNoTrans;
   const int tb = trans_b ? kTrans : kNoTrans;
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), m / kMinRows));
+  const int64_t threads = pool.num_threads();
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(threads, m / kMinRows));
+  const int64_t slices = std::min<int64_t>(threads, k / kMinSliceK);
+  if (chunks < threads && slices > chunks) {
+    // out = sum over slices s of op(a)[:, K_s] @ op(b)[K_s, :]; slice 0 writes out,
+    // the others a buffer each, added in slice order afterwards.
+    std::vector<float> partial(static_cast<size_t>((slices - 1) * m * n));
+    ParallelFor(pool, slices, [&](int64_t slice) {
+      const int64_t k0 = k * slice / slices;
+      const int64_t k1 = k * (slice + 1) / slices;
+      const float* a_slice = trans_a ? ap + k0 * lda : ap + k0;
+      const float* b_slice = trans_b ? bp + k0 : bp + k0 * ldb;
+      float* target = slice == 0 ? c : partial.data() + (slice - 1) * m * n;
+      sgemm(kRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n),
+            static_cast<int>(k1 - k0), 1.0f, a_slice, static_cast<int>(lda), b_slice,
+            static_cast<int>(ldb), 0.0f, target, static_cast<int>(n));
+    });
+    for (int64_t slice = 1; slice < slices; ++slice) {
+      const float* part = partial.data() + (slice - 1) * m * n;
+      for (int64_t i = 0; i < m * n; ++i) c[i] += part[i];
+    }
+    return ffi::Error::Success();
+  }
   ParallelFor(pool, chunks, [&](int64_t chunk) {
     const int64_t m0 = m * chunk / chunks;
     const int64_t m1 = m * (chunk + 1) / chunks;
