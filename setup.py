@@ -21,9 +21,8 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-NATIVE = "xception_jax.native._native_cpu"
-_BUILD_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xception_jax", "native",
-                         "build.py")
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+_BUILD_PY = os.path.join(_ROOT, "xception_jax", "native", "build.py")
 
 
 def _native_build_module():
@@ -31,6 +30,11 @@ def _native_build_module():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+# The library's name and sources, as build.py compiles them.
+_BUILD = _native_build_module()
+NATIVE = "xception_jax.native." + _BUILD.LIBRARY_STEM
 
 
 class BuildNative(build_ext):
@@ -41,7 +45,7 @@ class BuildNative(build_ext):
       return super().build_extension(ext)
     output = self.get_ext_fullpath(ext.name)
     try:
-      _native_build_module().compile_library(output)
+      _BUILD.compile_library(output)
     except Exception as error:  # pylint: disable=broad-except
       # Never fail the install: the pure-JAX path works everywhere.
       print(f"WARNING: xception_jax: the native CPU kernels were not built ({error}). "
@@ -53,8 +57,8 @@ class BuildNative(build_ext):
 
 
 setup(
-    ext_modules=[Extension(NATIVE, sources=["xception_jax/native/depthwise_cpu.cc",
-                                                "xception_jax/native/gemm_cpu.cc"],
+    ext_modules=[Extension(NATIVE, sources=[os.path.relpath(source, _ROOT)
+                                            for source in _BUILD.SOURCES],
                            optional=True)],
     cmdclass={"build_ext": BuildNative},
 )

@@ -4,10 +4,10 @@ float64 NumPy product and against XLA's dot.
 
 Values and both gradients on random inputs: row counts below, at and above the
 handler's split into per-thread chunks (64 rows a chunk), one column, one contracting
-channel, long contractions split over the threads, under jit and under a jit sharded over the 4 simulated CPU devices
-(conftest.py); a whole tiny Xception's loss gradients with 'blas' and 'xla'; the
-'auto' resolution, the bfloat16 fallback, one-line errors, and the library search
-(XCEPTION_JAX_BLAS) in fresh processes.
+channel, long contractions split over the threads, under jit and under a jit sharded
+over the 4 simulated CPU devices (conftest.py); a whole tiny Xception's loss gradients
+with 'blas' and 'xla'; the 'auto' resolution, the bfloat16 fallback, one-line errors,
+and the library search (XCEPTION_JAX_BLAS) in fresh processes.
 
 The native library and MKL are installed by `pip install -r requirements.txt`: when the
 BLAS products are unavailable these tests fail with the reason, except when
@@ -37,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _blas_required():
   if not native.blas_available():
     reason = native.blas_unavailable_reason()
-    if native.deliberately_disabled() or os.environ.get(blas.ENV, "").strip() in ("0", "off"):
+    if native.deliberately_disabled() or blas.deliberately_disabled():
       pytest.skip(reason)
     pytest.fail(f"BLAS products unavailable: {reason}")
 

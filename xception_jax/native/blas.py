@@ -45,6 +45,11 @@ def mkl_library_path() -> str | None:
   return None
 
 
+def deliberately_disabled() -> bool:
+  """True when XCEPTION_JAX_BLAS=0 (or off/false/no) asks for XLA's products only."""
+  return loader.switched_off(ENV)
+
+
 def _single_threaded(library: ctypes.CDLL) -> None:
   """MKL's sequential layer (before any other MKL call), or OpenBLAS on one thread."""
   if hasattr(library, "MKL_Set_Threading_Layer"):
@@ -60,10 +65,9 @@ def _load() -> tuple[str | None, str | None]:
   native = loader.library()
   if native is None:
     return None, loader.unavailable_reason()
-  setting = os.environ.get(ENV, "").strip()
-  if setting.lower() in ("0", "off", "false", "no"):
-    return None, f"{ENV}={setting} is set (BLAS products deliberately unavailable)"
-  path = setting or mkl_library_path()
+  if deliberately_disabled():
+    return None, f"{ENV}={os.environ[ENV].strip()} is set (BLAS products deliberately unavailable)"
+  path = os.environ.get(ENV, "").strip() or mkl_library_path()
   if path is None:
     return None, f"no CBLAS library found: {INSTALL_HINT}"
   try:

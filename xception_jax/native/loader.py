@@ -37,9 +37,14 @@ BUILD_HINT = ("build it with `pip install -e .` (or `python -m xception_jax.nati
               "from the repository root; needs a C++17 compiler (g++)")
 
 
+def switched_off(variable: str) -> bool:
+  """True when the environment variable is 0, false, no or off (any case)."""
+  return os.environ.get(variable, "").strip().lower() in ("0", "false", "no", "off")
+
+
 def deliberately_disabled() -> bool:
   """True when XCEPTION_JAX_NATIVE=0 asks for the pure-JAX path only."""
-  return os.environ.get(DISABLE_ENV, "").strip().lower() in ("0", "false", "no", "off")
+  return switched_off(DISABLE_ENV)
 
 
 def library_path() -> str | None:
